@@ -1,1 +1,6 @@
-"""glassvi.module."""
+"""Torch modules: encoder, linear and masked decoders, likelihood heads."""
+
+from ._decoders import LinearFeatureDecoder
+from ._vae import LIKELIHOODS, GlassVAE
+
+__all__ = ["GlassVAE", "LinearFeatureDecoder", "LIKELIHOODS"]

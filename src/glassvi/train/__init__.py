@@ -1,1 +1,5 @@
-"""glassvi.train."""
+"""Training plans and data loading for glassvi models."""
+
+from ._plan import GlassTrainingPlan
+
+__all__ = ["GlassTrainingPlan"]

@@ -1,0 +1,436 @@
+"""Shared machinery of glassvi's model classes: registration, construction, intrinsic explain."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from anndata import AnnData
+from mudata import MuData
+from scvi import REGISTRY_KEYS
+from scvi.data import AnnDataManager, fields
+from scvi.model.base import ArchesMixin, BaseModelClass, UnsupervisedTrainingMixin, VAEMixin
+
+from .._validation import check_counts, check_layer, check_obs_keys, get_matrix
+from ..module import LIKELIHOODS, GlassVAE
+from ..train import GlassTrainingPlan
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_LIKELIHOOD = {"rna": "nb", "atac": "bernoulli"}
+#: registry key of each modality's counts when one or two modalities are registered
+_FIRST_KEY, _SECOND_KEY = REGISTRY_KEYS.X_KEY, REGISTRY_KEYS.ATAC_X_KEY
+
+
+def _validate_adata_for_setup(
+    adata: AnnData,
+    layer: str | None,
+    where: str,
+    obs_keys: dict[str, Any],
+) -> None:
+    check_layer(adata, layer, where)
+    check_obs_keys(adata.obs, obs_keys, where)
+    what = f"{where}.layers[{layer!r}]" if layer is not None else f"{where}.X"
+    check_counts(get_matrix(adata, layer), what)
+
+
+class GlassModelBase(ArchesMixin, VAEMixin, UnsupervisedTrainingMixin, BaseModelClass):
+    """Base class of glassvi models; not meant to be used directly.
+
+    Subclasses set ``_prefix`` (key prefix of their results), ``_weights_suffix`` and implement
+    ``_latent_names``.
+    """
+
+    _module_cls = GlassVAE
+    _training_plan_cls = GlassTrainingPlan
+    _prefix = "glassvi"
+    _weights_suffix = "weights"
+
+    # ------------------------------------------------------------------------- registration
+    @classmethod
+    def _setup_anndata_fields(
+        cls,
+        layer: str | None,
+        batch_key: str | None,
+        labels_key: str | None,
+        categorical_covariate_keys: list[str] | None,
+        continuous_covariate_keys: list[str] | None,
+        size_factor_key: str | None,
+    ) -> list:
+        return [
+            fields.LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=True),
+            fields.CategoricalObsField(REGISTRY_KEYS.BATCH_KEY, batch_key),
+            fields.CategoricalObsField(REGISTRY_KEYS.LABELS_KEY, labels_key),
+            fields.NumericalObsField(REGISTRY_KEYS.SIZE_FACTOR_KEY, size_factor_key, required=False),
+            fields.CategoricalJointObsField(REGISTRY_KEYS.CAT_COVS_KEY, categorical_covariate_keys),
+            fields.NumericalJointObsField(REGISTRY_KEYS.CONT_COVS_KEY, continuous_covariate_keys),
+        ]
+
+    @classmethod
+    def _register(cls, adata, anndata_fields: list, setup_method_args: dict, **kwargs) -> None:
+        adata_manager = AnnDataManager(fields=anndata_fields, setup_method_args=setup_method_args)
+        adata_manager.register_fields(adata, **kwargs)
+        cls.register_manager(adata_manager)
+
+    @classmethod
+    def _check_setup_anndata(cls, adata, modality, layer, obs_keys) -> None:
+        if not isinstance(adata, AnnData):
+            raise TypeError(
+                f"setup_anndata expects an AnnData, got {type(adata).__name__}; "
+                "use setup_mudata for MuData."
+            )
+        if modality not in DEFAULT_LIKELIHOOD:
+            raise ValueError(f"modality must be 'rna' or 'atac', got {modality!r}.")
+        _validate_adata_for_setup(adata, layer, "adata", obs_keys)
+
+    @classmethod
+    def _resolve_mudata_modalities(
+        cls, mdata: MuData, rna_layer, atac_layer, obs_keys: dict, modalities: dict | None
+    ) -> dict:
+        if not isinstance(mdata, MuData):
+            raise TypeError(f"setup_mudata expects a MuData, got {type(mdata).__name__}.")
+        if modalities is None:
+            modalities = {f"{m}_layer": m for m in ("rna", "atac") if m in mdata.mod}
+        modalities = dict(modalities)
+        roles = {r: modalities.get(f"{r}_layer") for r in ("rna", "atac")}
+        if all(v is None for v in roles.values()):
+            raise KeyError(
+                "No modality to model: pass modalities={'rna_layer': ..., 'atac_layer': ...} "
+                f"naming modalities of the MuData (it has {list(mdata.mod)})."
+            )
+        for role, mod in roles.items():
+            if mod is None:
+                continue
+            if mod not in mdata.mod:
+                raise KeyError(
+                    f"modality {mod!r} (for {role}) is not in the MuData (modalities: "
+                    f"{list(mdata.mod)})."
+                )
+            sub = mdata[mod]
+            if sub.n_obs != mdata.n_obs or not sub.obs_names.equals(mdata.obs_names):
+                raise ValueError(
+                    f"Cells are not aligned across modalities: {mod!r} has {sub.n_obs} cells, "
+                    f"the MuData has {mdata.n_obs}, or they are in another order. Keep the "
+                    "cells measured in every modality first, e.g. muon.pp.intersect_obs(mdata)."
+                )
+            layer = rna_layer if role == "rna" else atac_layer
+            _validate_adata_for_setup(sub, layer, f"mdata[{mod!r}]", {})
+        for arg, value in obs_keys.items():
+            mod = modalities.get(arg)
+            obs = mdata[mod].obs if mod is not None else mdata.obs
+            where = f"mdata[{mod!r}]" if mod is not None else "mdata"
+            check_obs_keys(obs, {arg: value}, where)
+        return modalities
+
+    @classmethod
+    def _setup_mudata_fields(
+        cls,
+        modalities: Mapping[str, str | None],
+        rna_layer,
+        atac_layer,
+        batch_key,
+        labels_key,
+        categorical_covariate_keys,
+        continuous_covariate_keys,
+        size_factor_key,
+    ) -> list:
+        size_keys = [size_factor_key] if isinstance(size_factor_key, str) else size_factor_key
+        mudata_fields = [
+            fields.MuDataCategoricalObsField(
+                REGISTRY_KEYS.BATCH_KEY, batch_key, mod_key=modalities.get("batch_key")
+            ),
+            fields.MuDataCategoricalObsField(
+                REGISTRY_KEYS.LABELS_KEY, labels_key, mod_key=modalities.get("labels_key")
+            ),
+            fields.MuDataNumericalJointObsField(
+                REGISTRY_KEYS.SIZE_FACTOR_KEY,
+                size_keys,
+                mod_key=modalities.get("size_factor_key"),
+                required=False,
+            ),
+            fields.MuDataCategoricalJointObsField(
+                REGISTRY_KEYS.CAT_COVS_KEY,
+                categorical_covariate_keys,
+                mod_key=modalities.get("categorical_covariate_keys"),
+            ),
+            fields.MuDataNumericalJointObsField(
+                REGISTRY_KEYS.CONT_COVS_KEY,
+                continuous_covariate_keys,
+                mod_key=modalities.get("continuous_covariate_keys"),
+            ),
+        ]
+        keys = iter([_FIRST_KEY, _SECOND_KEY])
+        for role, layer in (("rna", rna_layer), ("atac", atac_layer)):
+            mod = modalities.get(f"{role}_layer")
+            if mod is None:
+                continue
+            mudata_fields.append(
+                fields.MuDataLayerField(
+                    next(keys), layer, mod_key=mod, is_count_data=True, mod_required=True
+                )
+            )
+        return mudata_fields
+
+    # ------------------------------------------------------------------------- construction
+    def _modality_layout(self) -> tuple[dict[str, str], dict[str, str | None]]:
+        """Modality role -> registry key, and role -> MuData modality name (None for AnnData)."""
+        registry = self.adata_manager.registry
+        args = registry["setup_args"]
+        if registry.get("setup_method_name") == "setup_mudata":
+            mods = args.get("modalities") or {}
+            roles = [r for r in ("rna", "atac") if mods.get(f"{r}_layer") is not None]
+            keys = dict(zip(roles, [_FIRST_KEY, _SECOND_KEY]))
+            return keys, {r: mods[f"{r}_layer"] for r in roles}
+        role = args.get("modality", "rna")
+        return {role: _FIRST_KEY}, {role: None}
+
+    def _resolve_likelihoods(self, likelihood, roles) -> dict[str, str]:
+        if likelihood is None:
+            out = {r: DEFAULT_LIKELIHOOD[r] for r in roles}
+        elif isinstance(likelihood, str):
+            out = dict.fromkeys(roles, likelihood)
+        else:
+            unknown = set(likelihood) - set(roles)
+            if unknown:
+                raise ValueError(f"likelihood given for unknown modalities {sorted(unknown)}.")
+            out = {r: likelihood.get(r, DEFAULT_LIKELIHOOD[r]) for r in roles}
+        for role, lik in out.items():
+            if lik not in LIKELIHOODS:
+                raise ValueError(
+                    f"Unknown likelihood {lik!r} for {role}; choose from {', '.join(LIKELIHOODS)}."
+                )
+        return out
+
+    def _module_kwargs_from_registry(self, likelihood) -> dict:
+        keys, names = self._modality_layout()
+        self._modality_keys = keys
+        self._modality_names = names
+        n_features, log_means = {}, {}
+        for role, key in keys.items():
+            X = self.adata_manager.get_from_registry(key)
+            n_features[role] = X.shape[1]
+            totals = np.asarray(X.sum(axis=1)).ravel()
+            log_means[role] = float(np.mean(np.log(np.clip(totals, 1.0, None))))
+            n_empty = int(np.sum(totals == 0))
+            if n_empty:
+                logger.warning(
+                    "%d cells have no counts in %s; their library size is taken as 1.",
+                    n_empty,
+                    role,
+                )
+        stats = self.summary_stats
+        cat_state = self.adata_manager.get_state_registry(REGISTRY_KEYS.CAT_COVS_KEY)
+        n_cats = list(cat_state.n_cats_per_key) if "n_cats_per_key" in cat_state else []
+        return {
+            "n_features": n_features,
+            "registry_keys": keys,
+            "likelihoods": self._resolve_likelihoods(likelihood, list(keys)),
+            "library_log_means": log_means,
+            "n_batch": stats.n_batch,
+            "n_labels": stats.n_labels,
+            "n_cats_per_cov": n_cats,
+            "n_continuous_cov": stats.get("n_extra_continuous_covs", 0),
+        }
+
+    # ------------------------------------------------------------------------- accessors
+    @property
+    def modalities(self) -> list[str]:
+        """Modality roles of this model (``"rna"``, ``"atac"``), in decoder order."""
+        return list(self.module.modalities)
+
+    def _latent_names(self) -> list[str]:
+        raise NotImplementedError
+
+    def _var_names(self, role: str, adata=None) -> pd.Index:
+        adata = self.adata if adata is None else adata
+        mod = self._modality_names.get(role)
+        return (adata[mod] if mod is not None else adata).var_names
+
+    def _check_modality(self, modality: str | None) -> list[str]:
+        if modality is None:
+            return self.modalities
+        if modality not in self.modalities:
+            raise KeyError(f"modality {modality!r} is not modelled (modalities: {self.modalities}).")
+        return [modality]
+
+    def _weights_frame(self, modality: str | None = None) -> pd.DataFrame:
+        frames = [
+            pd.DataFrame(
+                self.module.loadings(role).cpu().numpy(),
+                index=self._var_names(role),
+                columns=self._latent_names(),
+            )
+            for role in self._check_modality(modality)
+        ]
+        return frames[0] if len(frames) == 1 else pd.concat(frames, axis=0)
+
+    # ------------------------------------------------------------------------- explain
+    def _container(self, adata, role: str):
+        mod = self._modality_names.get(role)
+        return adata[mod] if mod is not None else adata
+
+    def _intrinsic_results(self, adata, key_added: str, batch_size: int | None) -> dict:
+        latent = self.get_latent_representation(adata, batch_size=batch_size)
+        columns = self._latent_names()
+        obsm = {f"X_{key_added}": pd.DataFrame(latent, index=adata.obs_names, columns=columns)}
+        weights_key = f"{key_added}_{self._weights_suffix}"
+        varm = {
+            role: {
+                weights_key: pd.DataFrame(
+                    self.module.loadings(role).cpu().numpy(),
+                    index=self._container(adata, role).var_names,
+                    columns=columns,
+                )
+            }
+            for role in self.modalities
+        }
+        uns = {
+            "model": type(self).__name__,
+            "method": "weights",
+            "latent_key": f"X_{key_added}",
+            "weights_key": weights_key,
+            "columns": list(columns),
+            "modalities": {
+                role: (self._modality_names.get(role) or "") for role in self.modalities
+            },
+            "params": {
+                "n_latent": int(self.module.n_latent),
+                "likelihoods": dict(self.module.likelihoods),
+                "posterior": "mean",
+            },
+        }
+        return {"obsm": obsm, "varm": varm, "uns": {key_added: uns}}
+
+    def _write_results(self, adata, results: dict) -> None:
+        """Write computed results into the (Mu)Data, warning before overwriting keys."""
+        targets = [(adata.obsm, k, "obsm") for k in results["obsm"]]
+        for role, entries in results["varm"].items():
+            cont = self._container(adata, role)
+            mod = self._modality_names.get(role)
+            where = f"mdata[{mod!r}].varm" if mod is not None else "varm"
+            targets += [(cont.varm, k, where) for k in entries]
+        targets += [(adata.uns, k, "uns") for k in results["uns"]]
+        for store, key, where in targets:
+            if key in store:
+                warnings.warn(f"Overwriting existing .{where}[{key!r}].", UserWarning, stacklevel=3)
+        for key, value in results["obsm"].items():
+            adata.obsm[key] = value
+        for role, entries in results["varm"].items():
+            cont = self._container(adata, role)
+            for key, value in entries.items():
+                cont.varm[key] = value
+        for key, value in results["uns"].items():
+            adata.uns[key] = value
+        written = list(results["obsm"]) + [k for e in results["varm"].values() for k in e]
+        logger.info("added keys %s", ", ".join(written))
+
+    @torch.inference_mode()
+    def explain(
+        self,
+        adata: AnnData | MuData | None = None,
+        method: str = "weights",
+        *,
+        key_added: str | None = None,
+        inplace: bool = True,
+        batch_size: int | None = None,
+    ) -> dict | None:
+        """Write the model's intrinsic explanation into the AnnData/MuData.
+
+        Parameters
+        ----------
+        adata
+            AnnData or MuData set up like the training data; defaults to the training data.
+        method
+            ``"weights"``: the decoder weights and the posterior-mean latent representation.
+        key_added
+            Prefix of the keys written; defaults to the model's name in lower case.
+        inplace
+            Write into ``adata`` (default) or return the results without touching it.
+        batch_size
+            Minibatch size used to compute the latent representation.
+
+        Returns
+        -------
+        ``None`` when ``inplace=True``; otherwise a dict with the entries that would have been
+        written: ``{"obsm": {key: DataFrame}, "varm": {modality: {key: DataFrame}},
+        "uns": {key: dict}}``.
+        """
+        if method != "weights":
+            raise ValueError(f"Unknown explain method {method!r}; available: 'weights'.")
+        self._check_if_trained(warn=True)
+        adata = self._validate_anndata(adata)
+        key_added = key_added or self._prefix
+        results = self._intrinsic_results(adata, key_added, batch_size)
+        if not inplace:
+            return results
+        self._write_results(adata, results)
+        return None
+
+    # ------------------------------------------------------------------------- reference mapping
+    @classmethod
+    def load_query_data(cls, adata=None, reference_model=None, **kwargs):
+        """Map query data onto a trained reference model (scArches surgery).
+
+        The reference's decoder weights (loadings or programs) stay fixed. The encoder learns
+        only the weights of the new batch categories, and the decoders learn only the offsets of
+        the new batches and covariate categories, so the reference's latent space keeps its
+        meaning.
+
+        Parameters
+        ----------
+        adata
+            Query AnnData/MuData organised like the reference data (same features).
+        reference_model
+            A trained model of this class, or the directory it was saved to.
+        **kwargs
+            Keyword arguments of :meth:`scvi.model.base.ArchesMixin.load_query_data`.
+
+        Returns
+        -------
+        A model of this class, ready to be trained on the query.
+
+        Examples
+        --------
+        >>> query_model = glassvi.model.LinearVI.load_query_data(query, model)
+        >>> query_model.train(max_epochs=100)
+        """
+        from scvi.model.base._archesmixin import _get_loaded_data
+
+        _, _, ref_state, _ = _get_loaded_data(reference_model, device="cpu")
+        model = super().load_query_data(adata, reference_model, **kwargs)
+        if kwargs.get("unfrozen", False):
+            return model
+        key = "z_encoder.encoder.fc_layers.Layer 0.0.weight"
+        n_ref_cols = ref_state[key].shape[1]
+        first = model.module.z_encoder.encoder.fc_layers[0][0]
+        n_input = first.weight.shape[1] - sum(model.module.z_encoder.encoder.n_cat_list)
+        if n_ref_cols == n_input and model.module.n_batch > 1:
+            # a single-batch reference has no batch column (scvi-tools drops one-category
+            # covariates); its cells must keep a zero effect, not the new column's random init
+            with torch.no_grad():
+                first.weight[:, n_input] = 0.0
+        for role, decoder in model.module.decoders.items():
+            params = {"batch_offset": decoder.batch_offset}
+            params.update({f"cat_offsets.{j}": p for j, p in enumerate(decoder.cat_offsets)})
+            for name, param in params.items():
+                n_ref = ref_state[f"decoders.{role}.{name}"].shape[0]
+                if param.shape[0] > n_ref:
+                    param.requires_grad = True
+                    param.register_hook(_zero_rows_hook(n_ref))
+        return model
+
+
+def _zero_rows_hook(n_frozen: int):
+    """Gradient hook that keeps the first ``n_frozen`` rows (reference categories) fixed."""
+
+    def hook(grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.clone()
+        grad[:n_frozen] = 0
+        return grad
+
+    return hook

@@ -1,0 +1,117 @@
+"""Linear feature decoders: the readable part of glassvi's generative models."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+class LinearFeatureDecoder(nn.Module):
+    """Map a latent code linearly to the natural parameter of every feature of one modality.
+
+    The output for cell ``c`` and feature ``g`` is
+
+    ``eta[c, g] = sum_k z[c, k] * W[g, k] + b[g] + B[batch_c, g] + sum_j C_j[cat_cj, g] + cont_c @ D[:, g]``
+
+    so ``W`` (features x latent) is the loadings matrix that users read. Batch and categorical
+    covariates enter as per-category offsets and continuous covariates as per-feature slopes: they
+    shift expression but never mix with the latent factors.
+
+    Parameters
+    ----------
+    n_latent
+        Number of latent units (columns of ``W``).
+    n_features
+        Number of features of the modality (rows of ``W``).
+    n_batch
+        Number of batch categories (0 or 1 means no batch offsets are learned).
+    n_cats_per_cov
+        Number of categories of each extra categorical covariate.
+    n_continuous_cov
+        Number of continuous covariates.
+    mask
+        Optional boolean ``(n_features, n_latent)`` mask. ``None`` leaves ``W`` dense.
+    mask_mode
+        ``"hard"``: entries outside the mask are fixed at zero. ``"soft"``: they are free but
+        penalised by the training plan's proximal L1 step, so they are exactly zero unless the
+        data need them.
+    nonnegative
+        Constrain ``W`` to be non-negative (enforced by projection after each optimiser step),
+        so that a high value of a unit always means high expression of its features.
+    """
+
+    def __init__(
+        self,
+        n_latent: int,
+        n_features: int,
+        n_batch: int = 0,
+        n_cats_per_cov: list[int] | None = None,
+        n_continuous_cov: int = 0,
+        mask: torch.Tensor | None = None,
+        mask_mode: str = "hard",
+        nonnegative: bool = False,
+    ):
+        super().__init__()
+        self.n_latent = n_latent
+        self.n_features = n_features
+        self.nonnegative = nonnegative
+        if mask_mode not in ("hard", "soft"):
+            raise ValueError(f"mask_mode must be 'hard' or 'soft', got {mask_mode!r}.")
+        self.mask_mode = mask_mode
+        bound = 1.0 / math.sqrt(max(n_latent, 1))
+        init = torch.empty(n_features, n_latent).uniform_(-bound, bound)
+        if nonnegative:
+            init = init.abs()
+        if mask is not None:
+            mask = torch.as_tensor(mask, dtype=torch.bool)
+            if tuple(mask.shape) != (n_features, n_latent):
+                raise ValueError(
+                    f"mask has shape {tuple(mask.shape)}, expected ({n_features}, {n_latent})."
+                )
+            self.register_buffer("mask", mask)
+            init = init * mask
+        else:
+            self.mask = None
+        self.weight = nn.Parameter(init)
+        self.bias = nn.Parameter(torch.zeros(n_features))
+        self.batch_offset = nn.Parameter(torch.zeros(max(n_batch, 1), n_features))
+        self.cat_offsets = nn.ParameterList(
+            [nn.Parameter(torch.zeros(n, n_features)) for n in (n_cats_per_cov or [])]
+        )
+        self.cont_slope = (
+            nn.Parameter(torch.zeros(n_continuous_cov, n_features)) if n_continuous_cov else None
+        )
+
+    def effective_weight(self) -> torch.Tensor:
+        """Loadings as used in the forward pass (hard mask applied)."""
+        if self.mask is not None and self.mask_mode == "hard":
+            return self.weight * self.mask
+        return self.weight
+
+    def forward(
+        self,
+        z: torch.Tensor,
+        batch_index: torch.Tensor | None = None,
+        cat_covs: torch.Tensor | None = None,
+        cont_covs: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Natural parameter (log-rate or logit, before library size) of each feature."""
+        eta = z @ self.effective_weight().T + self.bias
+        if batch_index is not None:
+            eta = eta + self.batch_offset[batch_index.reshape(-1).long()]
+        if cat_covs is not None:
+            for j, offsets in enumerate(self.cat_offsets):
+                eta = eta + offsets[cat_covs[:, j].long()]
+        if cont_covs is not None and self.cont_slope is not None:
+            eta = eta + cont_covs @ self.cont_slope
+        return eta
+
+    @torch.no_grad()
+    def project_(self) -> None:
+        """Re-apply the hard constraints (mask, sign) to ``W`` in place."""
+        if self.mask is not None and self.mask_mode == "hard":
+            self.weight.mul_(self.mask)
+        if self.nonnegative:
+            self.weight.clamp_(min=0.0)

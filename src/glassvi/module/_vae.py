@@ -1,0 +1,320 @@
+"""The torch module shared by LinearVI and ProgramVI."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from scvi import REGISTRY_KEYS
+from scvi.distributions import NegativeBinomial, ZeroInflatedNegativeBinomial
+from scvi.module.base import BaseModuleClass, LossOutput, auto_move_data
+from scvi.nn import Encoder
+from torch import nn
+from torch.distributions import Bernoulli, Normal, Poisson
+from torch.distributions import kl_divergence as kl
+
+from ._decoders import LinearFeatureDecoder
+
+LIKELIHOODS = ("nb", "zinb", "poisson", "bernoulli")
+
+
+def transform_counts(x: torch.Tensor, likelihood: str) -> torch.Tensor:
+    """Encoder input for one modality: binarised for Bernoulli, ``log1p`` otherwise."""
+    if likelihood == "bernoulli":
+        return (x > 0).to(x.dtype)
+    return torch.log1p(x)
+
+
+class GlassVAE(BaseModuleClass):
+    """Variational autoencoder with one non-linear encoder and linear decoders per modality.
+
+    Every modality (for example ``"rna"`` and ``"atac"``) is a configuration of this module: its
+    decoder, its likelihood and its library-size handling. All modalities share one latent space,
+    inferred from the concatenated (transformed) inputs of every modality together with the batch
+    and covariates.
+
+    Parameters
+    ----------
+    n_features
+        Ordered mapping modality name -> number of features.
+    registry_keys
+        Mapping modality name -> key of its count tensor in the data loader's minibatch.
+    likelihoods
+        Mapping modality name -> one of ``"nb"``, ``"zinb"``, ``"poisson"``, ``"bernoulli"``.
+    library_log_means
+        Mapping modality name -> mean log library size in the training data; used to centre the
+        per-cell depth offset of Bernoulli modalities.
+    n_latent
+        Number of latent units.
+    n_hidden
+        Width of the encoder's hidden layers.
+    n_layers
+        Number of encoder hidden layers.
+    dropout_rate
+        Encoder dropout.
+    n_batch
+        Number of batches (the encoder sees the batch; decoders add per-batch offsets).
+    n_labels
+        Number of label categories (kept for registry compatibility).
+    n_cats_per_cov
+        Categories of each extra categorical covariate.
+    n_continuous_cov
+        Number of continuous covariates.
+    dispersion
+        ``"gene"`` (one inverse dispersion per feature) or ``"gene-batch"``.
+    masks
+        Optional mapping modality name -> boolean ``(n_features, n_latent)`` decoder mask.
+    mask_mode
+        ``"hard"`` or ``"soft"``, see :class:`~glassvi.module.LinearFeatureDecoder`.
+    nonnegative
+        Constrain decoder weights to be non-negative.
+    use_layer_norm
+        Layer normalisation in the encoder.
+    """
+
+    def __init__(
+        self,
+        n_features: Mapping[str, int],
+        registry_keys: Mapping[str, str],
+        likelihoods: Mapping[str, str],
+        library_log_means: Mapping[str, float] | None = None,
+        n_latent: int = 10,
+        n_hidden: int = 128,
+        n_layers: int = 1,
+        dropout_rate: float = 0.1,
+        n_batch: int = 0,
+        n_labels: int = 0,
+        n_cats_per_cov: list[int] | None = None,
+        n_continuous_cov: int = 0,
+        dispersion: str = "gene",
+        masks: Mapping[str, torch.Tensor] | None = None,
+        mask_mode: str = "hard",
+        nonnegative: bool = False,
+        use_layer_norm: bool = True,
+    ):
+        super().__init__()
+        self.modalities = list(n_features)
+        self.n_features = dict(n_features)
+        self.registry_keys = dict(registry_keys)
+        self.likelihoods = dict(likelihoods)
+        for mod, lik in self.likelihoods.items():
+            if lik not in LIKELIHOODS:
+                raise ValueError(f"Unknown likelihood {lik!r} for {mod}; choose from {LIKELIHOODS}.")
+        if dispersion not in ("gene", "gene-batch"):
+            raise ValueError(f"dispersion must be 'gene' or 'gene-batch', got {dispersion!r}.")
+        self.n_latent = n_latent
+        self.n_batch = n_batch
+        self.n_labels = n_labels
+        self.dispersion = dispersion
+        self.n_continuous_cov = n_continuous_cov
+        self.n_cats_per_cov = list(n_cats_per_cov or [])
+        log_means = dict(library_log_means or {})
+        self.register_buffer(
+            "library_log_means",
+            torch.tensor([float(log_means.get(m, 0.0)) for m in self.modalities]),
+        )
+
+        n_input = sum(self.n_features.values()) + n_continuous_cov
+        cat_list = [n_batch] + self.n_cats_per_cov
+        self.z_encoder = Encoder(
+            n_input,
+            n_latent,
+            n_cat_list=cat_list,
+            n_layers=n_layers,
+            n_hidden=n_hidden,
+            dropout_rate=dropout_rate,
+            use_batch_norm=False,
+            use_layer_norm=use_layer_norm,
+            return_dist=True,
+        )
+        masks = dict(masks or {})
+        self.decoders = nn.ModuleDict(
+            {
+                mod: LinearFeatureDecoder(
+                    n_latent,
+                    n_feat,
+                    n_batch=n_batch,
+                    n_cats_per_cov=self.n_cats_per_cov,
+                    n_continuous_cov=n_continuous_cov,
+                    mask=masks.get(mod),
+                    mask_mode=mask_mode,
+                    nonnegative=nonnegative,
+                )
+                for mod, n_feat in self.n_features.items()
+            }
+        )
+        n_disp_rows = max(n_batch, 1) if dispersion == "gene-batch" else 1
+        self.log_theta = nn.ParameterDict(
+            {
+                mod: nn.Parameter(torch.zeros(n_disp_rows, n))
+                for mod, n in self.n_features.items()
+                if self.likelihoods[mod] in ("nb", "zinb")
+            }
+        )
+        self.zi_logits = nn.ParameterDict(
+            {
+                mod: nn.Parameter(torch.full((n,), -2.0))
+                for mod, n in self.n_features.items()
+                if self.likelihoods[mod] == "zinb"
+            }
+        )
+
+    # ----------------------------------------------------------------------------- inputs
+    @staticmethod
+    def _covariates(tensors: dict) -> dict:
+        return {
+            "batch_index": tensors.get(REGISTRY_KEYS.BATCH_KEY),
+            "cat_covs": tensors.get(REGISTRY_KEYS.CAT_COVS_KEY),
+            "cont_covs": tensors.get(REGISTRY_KEYS.CONT_COVS_KEY),
+        }
+
+    def _get_inference_input(self, tensors: dict) -> dict:
+        return {
+            "x": {mod: tensors[key] for mod, key in self.registry_keys.items()},
+            **self._covariates(tensors),
+        }
+
+    def _get_generative_input(self, tensors: dict, inference_outputs: dict) -> dict:
+        return {
+            "z": inference_outputs["z"],
+            "library": inference_outputs["library"],
+            "size_factor": tensors.get(REGISTRY_KEYS.SIZE_FACTOR_KEY),
+            **self._covariates(tensors),
+        }
+
+    # ----------------------------------------------------------------------------- encoder
+    def encoder_input(
+        self, x: Mapping[str, torch.Tensor], cont_covs: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Concatenate the transformed counts of every modality (and continuous covariates)."""
+        parts = [transform_counts(x[m], self.likelihoods[m]) for m in self.modalities]
+        if cont_covs is not None and self.n_continuous_cov > 0:
+            parts.append(cont_covs)
+        return torch.cat(parts, dim=-1) if len(parts) > 1 else parts[0]
+
+    def _cat_list(self, batch_index, cat_covs) -> list[torch.Tensor]:
+        cats = [batch_index] if batch_index is not None else []
+        if cat_covs is not None and self.n_cats_per_cov:
+            cats.extend(torch.split(cat_covs, 1, dim=1))
+        return cats
+
+    def posterior_mean(
+        self,
+        x: Mapping[str, torch.Tensor],
+        batch_index: torch.Tensor | None = None,
+        cat_covs: torch.Tensor | None = None,
+        cont_covs: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Posterior mean of the latent units; differentiable in the input counts."""
+        qz, _ = self.z_encoder(
+            self.encoder_input(x, cont_covs), *self._cat_list(batch_index, cat_covs)
+        )
+        return qz.loc
+
+    @auto_move_data
+    def inference(
+        self,
+        x: Mapping[str, torch.Tensor],
+        batch_index: torch.Tensor | None = None,
+        cat_covs: torch.Tensor | None = None,
+        cont_covs: torch.Tensor | None = None,
+        n_samples: int = 1,
+    ) -> dict:
+        """Encode counts into the posterior ``q(z | x)`` and observed log library sizes."""
+        qz, z = self.z_encoder(
+            self.encoder_input(x, cont_covs), *self._cat_list(batch_index, cat_covs)
+        )
+        if n_samples > 1:
+            z = qz.rsample((n_samples,))
+        library = {
+            m: torch.log(x[m].sum(dim=-1, keepdim=True).clamp(min=1.0)) for m in self.modalities
+        }
+        return {"qz": qz, "z": z, "library": library}
+
+    # ----------------------------------------------------------------------------- decoder
+    def _library(self, mod: str, library: dict, size_factor: torch.Tensor | None):
+        i = self.modalities.index(mod)
+        if size_factor is not None and size_factor.shape[-1] > i:
+            return torch.log(size_factor[..., i : i + 1].clamp(min=1e-8))
+        return library[mod]
+
+    @auto_move_data
+    def generative(
+        self,
+        z: torch.Tensor,
+        library: dict,
+        batch_index: torch.Tensor | None = None,
+        cat_covs: torch.Tensor | None = None,
+        cont_covs: torch.Tensor | None = None,
+        size_factor: torch.Tensor | None = None,
+    ) -> dict:
+        """Decode ``z`` into the likelihood of every modality."""
+        px = {}
+        for i, mod in enumerate(self.modalities):
+            eta = self.decoders[mod](z, batch_index, cat_covs, cont_covs)
+            lib = self._library(mod, library, size_factor)
+            lik = self.likelihoods[mod]
+            if lik == "bernoulli":
+                # depth enters as a logit offset, centred on the training data's mean depth
+                px[mod] = Bernoulli(logits=eta + lib - self.library_log_means[i])
+                continue
+            mu = torch.softmax(eta, dim=-1) * torch.exp(lib)
+            if lik == "poisson":
+                px[mod] = Poisson(mu.clamp(min=1e-8))
+                continue
+            log_theta = self.log_theta[mod]
+            if self.dispersion == "gene-batch" and batch_index is not None:
+                theta = torch.exp(log_theta[batch_index.reshape(-1).long()])
+            else:
+                theta = torch.exp(log_theta[0])
+            if lik == "nb":
+                px[mod] = NegativeBinomial(mu=mu, theta=theta)
+            else:
+                px[mod] = ZeroInflatedNegativeBinomial(
+                    mu=mu, theta=theta, zi_logits=self.zi_logits[mod].expand_as(mu)
+                )
+        return {"px": px, "pz": Normal(torch.zeros_like(z), torch.ones_like(z))}
+
+    # ----------------------------------------------------------------------------- loss
+    def reconstruction_nll(self, tensors: dict, generative_outputs: dict) -> dict:
+        """Negative log-likelihood of each modality's counts, per cell."""
+        out = {}
+        for mod, key in self.registry_keys.items():
+            x = tensors[key]
+            if self.likelihoods[mod] == "bernoulli":
+                x = (x > 0).to(x.dtype)
+            out[mod] = -generative_outputs["px"][mod].log_prob(x).sum(-1)
+        return out
+
+    def penalty(self) -> torch.Tensor:
+        """Differentiable regulariser added to the loss (none for a plain linear decoder)."""
+        return torch.zeros((), device=self.library_log_means.device)
+
+    def loss(
+        self,
+        tensors: dict,
+        inference_outputs: dict,
+        generative_outputs: dict,
+        kl_weight: float = 1.0,
+    ) -> LossOutput:
+        """ELBO loss: summed reconstruction NLL of all modalities plus weighted KL of ``z``."""
+        rec = self.reconstruction_nll(tensors, generative_outputs)
+        kl_z = kl(inference_outputs["qz"], generative_outputs["pz"]).sum(-1)
+        rec_total = torch.stack(list(rec.values()), dim=0).sum(0)
+        loss = torch.mean(rec_total + kl_weight * kl_z) + self.penalty()
+        return LossOutput(
+            loss=loss,
+            reconstruction_loss=rec,
+            kl_local={"kl_divergence_z": kl_z},
+        )
+
+    # ----------------------------------------------------------------------------- constraints
+    @torch.no_grad()
+    def constrain_(self, lr: float | None = None) -> None:
+        """Apply the decoders' constraints after an optimiser step."""
+        for dec in self.decoders.values():
+            dec.project_()
+
+    def loadings(self, modality: str) -> torch.Tensor:
+        """Decoder weights (features x latent) of one modality, as used in the forward pass."""
+        return self.decoders[modality].effective_weight().detach()

@@ -1,0 +1,78 @@
+import anndata as ad
+import mudata as md
+import numpy as np
+import pytest
+
+import glassvi
+from glassvi.cli import main
+
+from tenx import multiome_h5
+
+
+def test_run_default_data(tmp_path, capsys):
+    out = tmp_path / "res"
+    assert main(["run", "--epochs", "2", "--out", str(out), "--quiet", "--n-latent", "5"]) == 0
+    res = ad.read_h5ad(out / "results.h5ad")
+    assert res.shape == (1000, 6397)
+    assert res.obsm["X_linearvi"].shape == (1000, 5)
+    assert res.varm["linearvi_loadings"].shape == (6397, 5)
+    assert res.uns["linearvi"]["model"] == "LinearVI"
+    assert (out / "model" / "model.pt").exists()
+    text = capsys.readouterr().out
+    assert "factor_4" in text and "Top rna features" in text
+    # the summary names the genes with the largest loadings of factor_0
+    top = res.varm["linearvi_loadings"]["factor_0"].sort_values().index[-1]
+    assert top in text
+
+
+def test_run_h5ad_with_keys(tmp_path):
+    adata = glassvi.data.simulate(n_cells=200, n_genes=80, seed=3)
+    path = tmp_path / "in.h5ad"
+    adata.write_h5ad(path)
+    out = tmp_path / "o"
+    rc = main(
+        ["run", str(path), "--layer", "counts", "--batch-key", "batch", "--labels-key",
+         "cell_type", "--epochs", "1", "--out", str(out), "--quiet"]
+    )
+    assert rc == 0
+    res = ad.read_h5ad(out / "results.h5ad")
+    assert res.obsm["X_linearvi"].shape == (200, 10)
+
+
+def test_run_h5mu_and_10x(tmp_path):
+    mdata = glassvi.data.simulate(n_cells=150, n_genes=60, n_peaks=120, modality="multiome")
+    path = tmp_path / "in.h5mu"
+    mdata.write(path)
+    assert main(["run", str(path), "--epochs", "1", "--out", str(tmp_path / "a"), "--quiet"]) == 0
+    res = md.read_h5mu(tmp_path / "a" / "results.h5mu")
+    assert "linearvi_loadings" in res["atac"].varm and "X_linearvi" in res.obsm
+    h5 = tmp_path / "filtered_feature_bc_matrix.h5"
+    multiome_h5(h5)
+    assert main(["run", str(h5), "--epochs", "1", "--out", str(tmp_path / "b"), "--quiet"]) == 0
+    assert (tmp_path / "b" / "results.h5mu").exists()
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["run", "missing.h5ad"], "does not exist"),
+        (["run", "--epochs", "0"], "--epochs"),
+        (["run", "--layer", "nolayer", "--epochs", "1"], "layer 'nolayer'"),
+        (["run", "--batch-key", "donor", "--epochs", "1"], "batch_key='donor'"),
+    ],
+)
+def test_run_bad_input_one_line_error(argv, message, capsys, tmp_path):
+    rc = main(argv + ["--out", str(tmp_path / "x")])
+    err = capsys.readouterr().err.strip()
+    assert rc != 0
+    assert message in err
+    assert len(err.splitlines()) == 1 and err.startswith("glassvi: error:")
+    assert not (tmp_path / "x").exists()
+
+
+def test_run_non_count_input(tmp_path, capsys):
+    adata = ad.AnnData(np.random.default_rng(0).normal(size=(20, 10)).astype(np.float32))
+    path = tmp_path / "norm.h5ad"
+    adata.write_h5ad(path)
+    assert main(["run", str(path), "--out", str(tmp_path / "o")]) == 2
+    assert "negative" in capsys.readouterr().err
