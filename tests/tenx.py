@@ -29,9 +29,7 @@ def write_10x_h5(path, counts, barcodes, ids, names, feature_types, intervals=No
 
 def multiome_h5(path, n_cells=40, n_genes=12, n_peaks=20, seed=0, with_interval=True):
     rng = np.random.default_rng(seed)
-    counts = np.hstack(
-        [rng.poisson(2, (n_cells, n_genes)), rng.poisson(0.5, (n_cells, n_peaks))]
-    )
+    counts = np.hstack([rng.poisson(2, (n_cells, n_genes)), rng.poisson(0.5, (n_cells, n_peaks))])
     genes = [f"GENE{i}" for i in range(n_genes)]
     peaks = [f"chr{1 + i % 3}:{1000 * (i + 1)}-{1000 * (i + 1) + 400}" for i in range(n_peaks)]
     ids = [f"ENSG{i:05d}" for i in range(n_genes)] + peaks

@@ -3,7 +3,6 @@ import pytest
 
 import glassvi
 from glassvi.model import LinearVI
-
 from tenx import multiome_h5
 
 

@@ -13,7 +13,8 @@ class LinearFeatureDecoder(nn.Module):
 
     The output for cell ``c`` and feature ``g`` is
 
-    ``eta[c, g] = sum_k z[c, k] * W[g, k] + b[g] + B[batch_c, g] + sum_j C_j[cat_cj, g] + cont_c @ D[:, g]``
+    ``eta[c, g] = sum_k z[c, k] W[g, k] + b[g] + B[batch_c, g] + sum_j C_j[cat_cj, g]
+    + cont_c . D[:, g]``
 
     so ``W`` (features x latent) is the loadings matrix that users read. Batch and categorical
     covariates enter as per-category offsets and continuous covariates as per-feature slopes: they

@@ -1,1 +1,21 @@
-"""glassvi.pp."""
+"""Preprocessing: gene sets in, program masks out.
+
+- :func:`read_gmt`, :func:`write_gmt`: gene sets as GMT files.
+- :func:`add_programs`: gene sets -> boolean features x programs mask in ``adata.varm``.
+- :func:`link_peaks`: ATAC peaks -> nearby genes.
+- :func:`add_peak_programs`: gene programs -> peak programs through peak-gene links.
+- :func:`add_peak_sets`: user peak sets (e.g. motif hits) -> peak mask.
+"""
+
+from ._gmt import read_gmt, write_gmt
+from ._peaks import add_peak_programs, add_peak_sets, link_peaks
+from ._programs import add_programs
+
+__all__ = [
+    "add_peak_programs",
+    "add_peak_sets",
+    "add_programs",
+    "link_peaks",
+    "read_gmt",
+    "write_gmt",
+]

@@ -1,0 +1,120 @@
+"""Helpers shared by the pp functions: input checks, mask building and writing to AnnData."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+from scipy import sparse
+
+logger = logging.getLogger(__name__)
+
+
+def check_anndata(adata: Any, argument: str = "adata", modality: str = "rna") -> None:
+    """Raise a TypeError unless ``adata`` is an AnnData (a MuData modality is one)."""
+    if isinstance(adata, AnnData):
+        return
+    if type(adata).__name__ == "MuData":
+        raise TypeError(
+            f"`{argument}` is a MuData; pass one modality instead, e.g. mdata['{modality}']"
+        )
+    raise TypeError(f"`{argument}` must be an AnnData, got {type(adata).__name__}")
+
+
+def examples(values: Sequence[Any] | np.ndarray | pd.Index, n: int = 5) -> str:
+    """Format the first ``n`` values for an error message."""
+    values = list(values[:n])
+    return ", ".join(repr(str(value)) for value in values)
+
+
+def to_bool_values(
+    values: np.ndarray | sparse.spmatrix | sparse.sparray,
+    column_names: Sequence[str],
+    what: str,
+) -> np.ndarray | sparse.csc_matrix:
+    """Check that ``values`` are boolean or 0/1 and return them as booleans.
+
+    Dense input gives a dense boolean array, sparse input a sparse CSC boolean matrix.
+    """
+    if sparse.issparse(values):
+        matrix = sparse.csc_matrix(values)
+        data = matrix.data
+    else:
+        matrix = None
+        data = np.asarray(values)
+    if data.dtype != bool:
+        if data.dtype.kind not in "biuf":
+            try:
+                data = data.astype(np.float64)
+            except (TypeError, ValueError):
+                raise ValueError(
+                    f"{what} must hold booleans or 0/1 values; found non-numeric values "
+                    f"(dtype {data.dtype})"
+                ) from None
+        is_one = data == 1
+        bad = ~(is_one | (data == 0))
+        if bad.any():
+            position = np.unravel_index(np.flatnonzero(bad)[0], bad.shape)
+            if matrix is not None:
+                column = int(np.searchsorted(matrix.indptr, position[0], side="right") - 1)
+            else:
+                column = int(position[-1]) if data.ndim == 2 else 0
+            value = data[position].item()
+            problem = "a missing value (NaN)" if np.isnan(value) else f"the value {value!r}"
+            raise ValueError(
+                f"{what} must hold booleans or 0/1 values; {int(bad.sum())} of {bad.size} "
+                f"{'stored ' if matrix is not None else ''}entries do not, "
+                f"e.g. {problem} in column {str(column_names[column])!r}"
+            )
+        data = is_one
+    if matrix is not None:
+        matrix = sparse.csc_matrix((data, matrix.indices, matrix.indptr), shape=matrix.shape)
+        matrix.eliminate_zeros()
+        return matrix
+    return data
+
+
+def dense_columns(membership: sparse.spmatrix, columns: np.ndarray) -> np.ndarray:
+    """Densify the chosen ``columns`` of a sparse membership matrix as booleans.
+
+    Going through the nonzero coordinates avoids a dense integer intermediate, which for
+    20,000 genes x 5,000 programs would take several times the memory of the result.
+    """
+    membership = sparse.csc_matrix(membership)[:, columns]
+    membership.eliminate_zeros()
+    rows, cols = membership.nonzero()
+    dense = np.zeros(membership.shape, dtype=bool)
+    dense[rows, cols] = True
+    return dense
+
+
+def write_varm_mask(
+    adata: AnnData, key_added: str, mask: pd.DataFrame, provenance: dict[str, Any]
+) -> None:
+    """Store ``mask`` in ``adata.varm``, ``provenance`` in ``adata.uns``; warn on overwrite."""
+    existing = [
+        f"adata.{attr}[{key_added!r}]"
+        for attr in ("varm", "uns")
+        if key_added in getattr(adata, attr)
+    ]
+    if existing:
+        warnings.warn(f"overwriting existing {' and '.join(existing)}", UserWarning, stacklevel=3)
+    adata.varm[key_added] = mask
+    adata.uns[key_added] = provenance
+    logger.info(
+        "added adata.varm[%r] (%d features x %d programs, boolean) and adata.uns[%r]",
+        key_added,
+        mask.shape[0],
+        mask.shape[1],
+        key_added,
+    )
+
+
+def h5ad_safe(params: dict[str, Any]) -> dict[str, Any]:
+    """Drop ``None`` values, which h5ad cannot store."""
+    return {key: value for key, value in params.items() if value is not None}
