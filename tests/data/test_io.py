@@ -26,14 +26,6 @@ def test_read_10x_multiome(tmp_path, with_interval):
     assert "linearvi_loadings" in mdata["atac"].varm
 
 
-def test_parse_intervals_formats():
-    out = glassvi.data.parse_intervals(["chr1:100-600", "chrX-5-10", "chr2_7_9", "weird"])
-    assert list(out["chrom"].iloc[:3]) == ["chr1", "chrX", "chr2"]
-    assert list(out["start"].iloc[:3]) == [100, 5, 7]
-    assert list(out["end"].iloc[:3]) == [600, 10, 9]
-    assert out.loc["weird"].isna().all()
-
-
 def test_read_10x_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.h5"):
         glassvi.data.read_10x_multiome(tmp_path / "nope.h5")

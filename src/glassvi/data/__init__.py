@@ -6,7 +6,7 @@ network needed) and :func:`read_10x_multiome` reads Cell Ranger ARC output.
 """
 
 from ._datasets import data_path, gene_positions, go_bp, hallmark, immune1k, pbmc68k, reactome
-from ._io import parse_intervals, read_10x_multiome
+from ._io import read_10x_multiome
 from ._simulate import simulate
 
 __all__ = [
@@ -19,5 +19,4 @@ __all__ = [
     "gene_positions",
     "data_path",
     "read_10x_multiome",
-    "parse_intervals",
 ]

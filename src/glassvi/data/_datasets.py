@@ -6,6 +6,7 @@ import gzip
 from pathlib import Path
 
 import anndata as ad
+import numpy as np
 import pandas as pd
 
 _FILES = Path(__file__).parent / "_files"
@@ -146,4 +147,8 @@ def gene_positions() -> pd.DataFrame:
     >>> glassvi.data.gene_positions().head(2)
     """
     with gzip.open(data_path("genes_hg38.tsv.gz"), "rt") as fh:
-        return pd.read_csv(fh, sep="\t", dtype={"chrom": str, "strand": str})
+        return pd.read_csv(
+            fh,
+            sep="\t",
+            dtype={"gene": str, "chrom": str, "start": np.int64, "end": np.int64, "strand": str},
+        )

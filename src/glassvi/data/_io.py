@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
 from pathlib import Path
 
 import numpy as np
@@ -11,35 +10,7 @@ import pandas as pd
 
 logger = logging.getLogger(__name__)
 
-_INTERVAL = re.compile(r"^(?P<chrom>[^:\-_]+)[:\-_](?P<start>\d+)[\-_](?P<end>\d+)$")
 _TYPES = {"Gene Expression": "rna", "Peaks": "atac"}
-
-
-def parse_intervals(names) -> pd.DataFrame:
-    """Parse peak names like ``chr1:100-600``, ``chr1-100-600`` or ``chr1_100_600``.
-
-    Parameters
-    ----------
-    names
-        Iterable of peak names.
-
-    Returns
-    -------
-    DataFrame with columns ``chrom`` (str), ``start`` and ``end`` (int), indexed like ``names``;
-    unparseable names get missing values.
-
-    Examples
-    --------
-    >>> glassvi.data.parse_intervals(["chr1:100-600"])
-    """
-    names = pd.Index(names).astype(str)
-    parts = names.str.extract(_INTERVAL)
-    parts.index = names
-    out = pd.DataFrame(index=names)
-    out["chrom"] = parts["chrom"]
-    out["start"] = pd.to_numeric(parts["start"]).astype("Int64")
-    out["end"] = pd.to_numeric(parts["end"]).astype("Int64")
-    return out
 
 
 def read_10x_multiome(path: str | Path):
@@ -68,6 +39,8 @@ def read_10x_multiome(path: str | Path):
     import mudata as md
     import scanpy as sc
 
+    from ..pp._peaks import parse_peak_names
+
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"No such file: {str(path)!r}")
@@ -91,12 +64,13 @@ def read_10x_multiome(path: str | Path):
         sub = adata[:, sel].copy()
         if role == "atac":
             names = intervals[sel] if intervals is not None else sub.var_names
-            coords = parse_intervals(names)
+            coords = parse_peak_names(names)
             n_bad = int(coords["chrom"].isna().sum())
             if n_bad:
                 logger.warning("%d peaks have no parseable coordinates.", n_bad)
-            for col in ("chrom", "start", "end"):
-                sub.var[col] = coords[col].to_numpy()
+            sub.var["chrom"] = coords["chrom"].to_numpy()
+            for col in ("start", "end"):
+                sub.var[col] = pd.array(coords[col].to_numpy(), dtype="Int64")
         mods[role] = sub
     if not mods:
         raise ValueError(f"{str(path)!r} holds no 'Gene Expression' or 'Peaks' features.")

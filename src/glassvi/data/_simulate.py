@@ -6,7 +6,6 @@ import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 from numbers import Integral, Real
-from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -19,7 +18,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-_GENE_TABLE = Path(__file__).parent / "_files" / "genes_hg38.tsv.gz"
 _CHROMOSOMES = [f"chr{i}" for i in range(1, 23)] + ["chrX"]
 _MODALITIES = ("rna", "atac", "multiome")
 # Entries of one dense cells x features block drawn at a time; bounds memory (~16 MiB per float64
@@ -393,11 +391,9 @@ def _check_nonnegative(name: str, value) -> None:
 
 def _load_gene_table() -> pd.DataFrame:
     """Genes on chr1-22 and chrX of the bundled hg38 table, in genome order."""
-    table = pd.read_csv(
-        _GENE_TABLE,
-        sep="\t",
-        dtype={"gene": str, "chrom": str, "start": np.int64, "end": np.int64, "strand": str},
-    )
+    from ._datasets import gene_positions
+
+    table = gene_positions()
     table = table[table["chrom"].isin(_CHROMOSOMES)].drop_duplicates("gene")
     table["chrom_order"] = table["chrom"].map({c: i for i, c in enumerate(_CHROMOSOMES)})
     table = table.sort_values(["chrom_order", "start", "gene"], kind="stable")

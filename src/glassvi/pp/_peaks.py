@@ -6,7 +6,6 @@ import logging
 import os
 import warnings
 from collections.abc import Sequence
-from importlib import resources
 from typing import Any, Literal
 
 import numpy as np
@@ -125,9 +124,9 @@ def _read_gene_table(genes: pd.DataFrame | str | os.PathLike) -> pd.DataFrame:
     if isinstance(genes, pd.DataFrame):
         return genes
     if isinstance(genes, str) and genes == "hg38":
-        bundled = resources.files("glassvi.data").joinpath("_files", "genes_hg38.tsv.gz")
-        with resources.as_file(bundled) as path:
-            return pd.read_csv(path, sep="\t")
+        from ..data import gene_positions
+
+        return gene_positions()
     if isinstance(genes, str | os.PathLike):
         if not os.path.isfile(genes):
             raise FileNotFoundError(f"gene table not found: '{genes}'")
