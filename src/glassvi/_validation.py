@@ -6,12 +6,16 @@ import numpy as np
 import scipy.sparse as sp
 
 _CHUNK = 10_000
+_VALUES_CHUNK = 2**24
 
 
 def _value_chunks(X):
     """Yield the stored values of a dense, sparse or backed matrix, chunk by chunk."""
     if sp.issparse(X):
-        yield np.asarray(X.data)
+        # in slices, so that the checks' temporaries stay small next to a large matrix
+        data = np.asarray(X.data)
+        for start in range(0, max(data.size, 1), _VALUES_CHUNK):
+            yield data[start : start + _VALUES_CHUNK]
         return
     if isinstance(X, np.ndarray):
         yield X
@@ -23,6 +27,33 @@ def _value_chunks(X):
             yield np.asarray(block.data)
         else:
             yield np.asarray(block)
+
+
+def row_sums(X) -> np.ndarray:
+    """Per-row totals of a dense, sparse or backed matrix, read chunk by chunk when backed.
+
+    Parameters
+    ----------
+    X
+        Dense array, SciPy sparse matrix, or a backed (on-disk) dense/CSR matrix.
+
+    Returns
+    -------
+    Float64 array with one total per row.
+
+    Examples
+    --------
+    >>> row_sums(np.array([[1, 2], [0, 3]]))
+    array([3., 3.])
+    """
+    if sp.issparse(X) or isinstance(X, np.ndarray):
+        return np.asarray(X.sum(axis=1), dtype=np.float64).ravel()
+    n = X.shape[0]
+    totals = np.empty(n, dtype=np.float64)
+    for start in range(0, n, _CHUNK):
+        block = X[start : start + _CHUNK]
+        totals[start : start + block.shape[0]] = np.asarray(block.sum(axis=1)).ravel()
+    return totals
 
 
 def check_counts(X, what: str, require_integer: bool = True) -> None:
@@ -42,11 +73,15 @@ def check_counts(X, what: str, require_integer: bool = True) -> None:
     for values in _value_chunks(X):
         if values.size == 0:
             continue
-        if not np.issubdtype(values.dtype, np.number) or np.issubdtype(values.dtype, np.complexfloating):
+        if not np.issubdtype(values.dtype, np.number) or np.issubdtype(
+            values.dtype, np.complexfloating
+        ):
             raise ValueError(f"{what} has non-numeric dtype {values.dtype}; counts are required.")
         if not np.all(np.isfinite(values)):
             n_bad = int(np.sum(~np.isfinite(values)))
-            raise ValueError(f"{what} contains {n_bad} NaN or infinite values; counts are required.")
+            raise ValueError(
+                f"{what} contains {n_bad} NaN or infinite values; counts are required."
+            )
         if np.any(values < 0):
             raise ValueError(
                 f"{what} contains negative values (min {values.min():g}); raw counts are "

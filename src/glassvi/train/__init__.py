@@ -1,5 +1,12 @@
 """Training plans and data loading for glassvi models."""
 
+from ._data import GlassDataSplitter, MinibatchDataset, MinibatchSampler, cell_registry_keys
 from ._plan import GlassTrainingPlan
 
-__all__ = ["GlassTrainingPlan"]
+__all__ = [
+    "GlassDataSplitter",
+    "GlassTrainingPlan",
+    "MinibatchDataset",
+    "MinibatchSampler",
+    "cell_registry_keys",
+]

@@ -21,6 +21,13 @@ class GlassTrainingPlan(TrainingPlan):
         L2 weight decay of the optimiser (default 0).
     **kwargs
         Keyword arguments of :class:`~scvi.train.TrainingPlan`.
+
+    Examples
+    --------
+    glassvi models use this plan automatically; training options reach it through
+    ``plan_kwargs``:
+
+    >>> model.train(max_epochs=50, plan_kwargs={"lr": 2e-3})
     """
 
     def __init__(self, module, *, weight_decay: float = 0.0, **kwargs):

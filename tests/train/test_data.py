@@ -1,0 +1,279 @@
+import json
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import scvi
+import torch
+from scvi.dataloaders import AnnDataLoader, DataSplitter
+
+import glassvi
+from glassvi.model import LinearVI
+from glassvi.train import (
+    GlassDataSplitter,
+    MinibatchDataset,
+    MinibatchSampler,
+    cell_registry_keys,
+)
+
+TRAIN_KW = {"enable_progress_bar": False, "accelerator": "cpu"}
+
+
+@pytest.fixture(scope="module")
+def rna():
+    adata = glassvi.data.simulate(n_cells=300, n_genes=80, n_programs=5, seed=4)
+    adata.obs["depth"] = np.log1p(np.asarray(adata.X.sum(1)).ravel())
+    return adata
+
+
+@pytest.fixture
+def model(rna):
+    adata = rna.copy()
+    LinearVI.setup_anndata(
+        adata,
+        layer="counts",
+        batch_key="batch",
+        labels_key="cell_type",
+        continuous_covariate_keys=["depth"],
+    )
+    return LinearVI(adata, n_latent=3, n_hidden=16)
+
+
+def test_batches_match_scvi_loader(model):
+    manager = model.adata_manager
+    rows = np.array([5, 17, 3, 250, 99, 0])
+    ours = MinibatchDataset(manager)[rows]
+    theirs = next(iter(AnnDataLoader(manager, indices=rows, batch_size=len(rows))))
+    assert set(ours) == set(theirs)
+    for key, value in theirs.items():
+        assert ours[key].dtype == value.dtype, key
+        torch.testing.assert_close(ours[key], value, rtol=0, atol=0)
+    # the counts really are the registered layer's rows, in the requested order
+    expected = model.adata.layers["counts"][rows].toarray()
+    np.testing.assert_array_equal(ours["X"].numpy(), expected)
+    assert ours["extra_continuous_covs"].shape == (len(rows), 1)
+
+
+def test_split_matches_scvi_and_epoch_covers_each_cell_once(model):
+    kw = {"train_size": 0.8, "validation_size": 0.1, "batch_size": 32}
+    ours = GlassDataSplitter(model.adata_manager, **kw)
+    theirs = DataSplitter(model.adata_manager, **kw)
+    ours.setup()
+    theirs.setup()
+    for name in ("train_idx", "val_idx", "test_idx"):
+        np.testing.assert_array_equal(getattr(ours, name), getattr(theirs, name))
+    loader = ours.train_dataloader()
+    X = model.adata.layers["counts"]
+    row_of = {X[i].toarray().tobytes(): i for i in range(X.shape[0])}
+    seen, sizes = [], []
+    for batch in loader:
+        sizes.append(batch["X"].shape[0])
+        seen += [row_of[r.numpy().tobytes()] for r in batch["X"]]
+    assert len(sizes) == len(loader) == int(np.ceil(240 / 32))
+    assert max(sizes) == 32
+    assert sorted(seen) == sorted(ours.train_idx.tolist())
+    # a new epoch reshuffles, reproducibly from the seed
+    sampler = loader.sampler
+    first = np.concatenate(list(sampler))
+    sampler.set_epoch(1)
+    second = np.concatenate(list(sampler))
+    assert not np.array_equal(first, second)
+    assert sorted(first) == sorted(second)
+    sampler.set_epoch(0)
+    np.testing.assert_array_equal(np.concatenate(list(sampler)), first)
+    assert [b["X"].shape[0] for b in ours.val_dataloader()] == [30]
+
+
+def test_sampler_shards_and_blocks():
+    idx = np.arange(0, 200, 2)  # 100 cells
+    shards = [
+        np.concatenate(list(MinibatchSampler(idx, 16, num_replicas=3, rank=r, seed=1)))
+        for r in range(3)
+    ]
+    assert [len(s) for s in shards] == [34, 34, 34]
+    union = np.concatenate(shards)
+    assert set(union) == set(idx) and len(union) - len(set(union)) == 2  # wrap-around padding
+    blocked = list(MinibatchSampler(idx, 20, block_size=5, seed=0))
+    runs = [np.sort(b) for b in blocked]
+    # each minibatch is made of 4 runs of 5 consecutive cells
+    assert all(np.sum(np.diff(r) != 2) <= 3 for r in runs)
+    assert sorted(np.concatenate(blocked)) == idx.tolist()
+    with pytest.raises(ValueError, match="batch_size"):
+        MinibatchSampler(idx, 0)
+
+
+def test_sparse_counts_are_never_densified_whole(model):
+    splitter = GlassDataSplitter(model.adata_manager, batch_size=16)
+    splitter.setup()
+    held = splitter.dataset.sources["X"].matrix
+    assert sp.issparse(held) and held.format == "csr"
+    assert held.nnz == model.adata.layers["counts"].nnz
+    batches = list(splitter.train_dataloader())
+    assert all(b["X"].shape[0] <= 16 for b in batches)
+    assert sum(b["X"].shape[0] for b in batches) == len(splitter.train_idx)
+
+
+def test_load_sparse_tensor_densifies_after_transfer(model):
+    splitter = GlassDataSplitter(model.adata_manager, batch_size=8, load_sparse_tensor=True)
+    splitter.setup()
+    batch = next(iter(splitter.train_dataloader()))
+    assert batch["X"].layout == torch.sparse_csr
+    dense = splitter.on_after_batch_transfer(batch, 0)["X"]
+    assert dense.layout == torch.strided
+    torch.testing.assert_close(dense, batch["X"].to_dense())
+
+
+def test_model_trains_with_fast_splitter(model):
+    model.train(max_epochs=3, batch_size=64, train_size=0.9, **TRAIN_KW)
+    assert isinstance(model.trainer.datamodule, GlassDataSplitter)
+    assert len(model.train_indices) == 270 and len(model.validation_indices) == 30
+    elbo = model.history["elbo_train"].to_numpy(dtype=float).ravel()
+    assert np.all(np.isfinite(elbo)) and elbo[-1] < elbo[0]
+
+
+def test_backed_h5ad_trains_out_of_core(rna, tmp_path):
+    path = tmp_path / "counts.h5ad"
+    small = ad.AnnData(rna.layers["counts"].copy(), obs=rna.obs[["batch"]].copy())
+    small.write_h5ad(path)
+    backed = ad.read_h5ad(path, backed="r")
+    LinearVI.setup_anndata(backed, batch_key="batch")
+    model = LinearVI(backed, n_latent=3, n_hidden=16)
+    in_memory = rna.copy()
+    LinearVI.setup_anndata(in_memory, layer="counts", batch_key="batch")
+    # library size statistics are streamed from disk and equal the in-memory ones
+    ref = LinearVI(in_memory, n_latent=3, n_hidden=16)
+    torch.testing.assert_close(model.module.library_log_means, ref.module.library_log_means)
+    splitter = GlassDataSplitter(model.adata_manager, batch_size=32)
+    splitter.setup()
+    assert splitter.dataset.backed
+    loader = splitter.train_dataloader()
+    rows = np.sort(next(iter(loader.sampler)))
+    batch = next(iter(loader))
+    np.testing.assert_array_equal(batch["X"].numpy(), rna.layers["counts"][rows].toarray())
+    model.train(max_epochs=2, batch_size=32, **TRAIN_KW)
+    assert backed.isbacked and not sp.issparse(backed.X)  # still on disk
+    elbo = model.history["elbo_train"].to_numpy(dtype=float).ravel()
+    assert np.all(np.isfinite(elbo))
+    assert np.isfinite(float(sum(model.get_reconstruction_error().values())))
+
+
+def test_mudata_minibatches_hold_both_modalities():
+    mdata = glassvi.data.simulate(
+        n_cells=120, n_genes=40, n_peaks=90, modality="multiome", n_programs=4, seed=3
+    )
+    LinearVI.setup_mudata(mdata, batch_key="batch")
+    model = LinearVI(mdata, n_latent=3, n_hidden=16)
+    ds = MinibatchDataset(model.adata_manager)
+    assert set(ds.keys) == {"X", "atac", "batch", "labels"}
+    rows = np.array([7, 1, 60])
+    batch = ds[rows]
+    np.testing.assert_array_equal(batch["X"].numpy(), _dense(mdata["rna"].X[rows]))
+    np.testing.assert_array_equal(batch["atac"].numpy(), _dense(mdata["atac"].X[rows]))
+    model.train(max_epochs=2, batch_size=32, **TRAIN_KW)
+    assert np.all(np.isfinite(model.history["elbo_train"].to_numpy(dtype=float)))
+
+
+def test_feature_level_fields_are_not_loaded(rna):
+    from scvi import REGISTRY_KEYS
+    from scvi.data import AnnDataManager, fields
+
+    adata = rna.copy()
+    adata.varm["programs"] = np.eye(adata.n_vars, 6, dtype=bool)
+    manager = AnnDataManager(
+        fields=[
+            fields.LayerField(REGISTRY_KEYS.X_KEY, "counts", is_count_data=True),
+            fields.CategoricalObsField(REGISTRY_KEYS.BATCH_KEY, "batch"),
+            fields.VarmField("programs", "programs"),
+        ]
+    )
+    manager.register_fields(adata)
+    assert cell_registry_keys(manager) == ["X", "batch"]
+    batch = MinibatchDataset(manager)[np.arange(10)]
+    assert set(batch) == {"X", "batch"} and batch["batch"].dtype == torch.int64
+    with pytest.raises(ValueError, match="not one per cell"):
+        MinibatchDataset(manager, keys=["X", "programs"])
+    with pytest.raises(KeyError, match="not in the data registry"):
+        MinibatchDataset(manager, keys=["masks"])
+
+
+def _dense(X):
+    return X.toarray() if sp.issparse(X) else np.asarray(X)
+
+
+DDP_SCRIPT = textwrap.dedent(
+    """
+    import json, os, sys
+    import numpy as np, scvi
+    import lightning.pytorch as pl
+    import glassvi
+
+    scvi.settings.seed = 0
+    adata = glassvi.data.simulate(n_cells=300, n_genes=60, n_programs=4, seed=0)
+    glassvi.model.LinearVI.setup_anndata(adata, batch_key="batch")
+    model = glassvi.model.LinearVI(adata, n_latent=3, n_hidden=16)
+
+    class Record(pl.Callback):
+        seen = []
+
+        def on_train_epoch_start(self, trainer, pl_module):
+            sampler = trainer.train_dataloader.sampler
+            self.seen.append(np.concatenate(list(sampler)).tolist())
+
+    model.train(
+        max_epochs=2, batch_size=32, strategy="ddp_find_unused_parameters_true", devices=2,
+        accelerator="cpu", enable_progress_bar=False, callbacks=[Record()],
+    )
+    rank = model.trainer.global_rank
+    weight = model.module.decoders["rna"].weight.detach()
+    with open(os.path.join(sys.argv[1], f"rank{rank}.json"), "w") as f:
+        json.dump({
+            "world": model.trainer.world_size, "steps": int(model.trainer.global_step),
+            "seen": Record.seen, "train_idx": np.asarray(model.train_indices).tolist(),
+            "weight": weight.numpy().ravel().tolist(),
+        }, f)
+    """
+)
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes(tmp_path):
+    script = tmp_path / "train_ddp.py"
+    script.write_text(DDP_SCRIPT)
+    start = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, str(script), str(tmp_path)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert time.perf_counter() - start < 60
+    ranks = [json.loads(Path(tmp_path, f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert all(r["world"] == 2 for r in ranks)
+    train_idx = set(ranks[0]["train_idx"])
+    assert len(train_idx) == 270
+    for epoch in (0, 1):
+        shards = [set(r["seen"][epoch]) for r in ranks]
+        # each process sees half of the training cells; together they see all, disjointly
+        assert [len(r["seen"][epoch]) for r in ranks] == [135, 135]
+        assert shards[0].isdisjoint(shards[1]) and shards[0] | shards[1] == train_idx
+    assert ranks[0]["seen"][0] != ranks[0]["seen"][1]
+    # same number of steps everywhere, and DDP kept the replicas identical
+    assert ranks[0]["steps"] == ranks[1]["steps"] == 2 * 5
+    np.testing.assert_allclose(ranks[0]["weight"], ranks[1]["weight"], rtol=1e-6)
+    assert np.all(np.isfinite(ranks[0]["weight"]))
+
+
+def test_seed_controls_the_order(model):
+    scvi.settings.seed = 3
+    a = np.concatenate(list(MinibatchSampler(np.arange(50), 10)))
+    scvi.settings.seed = 4
+    b = np.concatenate(list(MinibatchSampler(np.arange(50), 10)))
+    assert not np.array_equal(a, b)
