@@ -1,0 +1,507 @@
+"""Program-masked decoders and the VAE of ProgramVI."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+
+from ._decoders import LinearFeatureDecoder
+from ._vae import GlassVAE
+
+
+def _csr(crow, col, values, shape) -> torch.Tensor:
+    with warnings.catch_warnings():
+        # torch flags its sparse CSR support as beta; the operations used here are stable
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        return torch.sparse_csr_tensor(crow, col, values, shape, check_invariants=False)
+
+
+class _IndexedMatmul(torch.autograd.Function):
+    """``z @ W.T`` for a sparse ``W`` (features x programs) given by its nonzero values.
+
+    Only the values at the mask's nonzeros are parameters, so memory and time scale with the
+    number of (feature, program) pairs rather than with features x programs. The backward pass
+    computes the gradient of the values as a sampled dense-dense product, never a dense
+    features x programs matrix.
+    """
+
+    @staticmethod
+    def forward(ctx, values, z, crow, col, ccol, row_by_col, order, n_features):
+        n_programs = z.shape[-1]
+        weight = _csr(crow, col, values, (n_features, n_programs))
+        ctx.save_for_backward(values, z, crow, col, ccol, row_by_col, order)
+        ctx.n_features = n_features
+        return (weight @ z.T).T
+
+    @staticmethod
+    def backward(ctx, grad):
+        values, z, crow, col, ccol, row_by_col, order = ctx.saved_tensors
+        n_features, n_programs = ctx.n_features, z.shape[-1]
+        grad = grad.contiguous()
+        grad_values = grad_z = None
+        if ctx.needs_input_grad[1]:
+            weight_t = _csr(ccol, row_by_col, values[order], (n_programs, n_features))
+            grad_z = (weight_t @ grad.T).T
+        if ctx.needs_input_grad[0]:
+            pattern = _csr(crow, col, torch.zeros_like(values), (n_features, n_programs))
+            grad_values = torch.sparse.sampled_addmm(
+                pattern, grad.T.contiguous(), z.contiguous()
+            ).values()
+        return grad_values, grad_z, None, None, None, None, None, None
+
+
+class ProgramDecoder(LinearFeatureDecoder):
+    """Linear decoder whose first latent units are gene programs restricted to a mask.
+
+    The latent units are the ``n_programs`` annotated programs (the columns of ``mask``)
+    followed by ``n_latent - n_programs`` de novo units that may use any feature. Offsets for
+    batches and covariates are those of :class:`~glassvi.module.LinearFeatureDecoder`.
+
+    Parameters
+    ----------
+    n_latent
+        Number of latent units (programs + de novo units).
+    n_features
+        Number of features of the modality.
+    n_batch
+        Number of batch categories.
+    n_cats_per_cov
+        Number of categories of each extra categorical covariate.
+    n_continuous_cov
+        Number of continuous covariates.
+    mask
+        Boolean ``(n_features, n_programs)`` membership of features in programs.
+    mask_mode
+        ``"hard"``: program weights exist only at the mask's nonzeros. They are stored as an
+        indexed (sparse) vector, so memory and time scale with the number of memberships, which
+        lets thousands of programs be trained over a whole transcriptome. ``"soft"``: every
+        feature has a weight in every program (a dense matrix); weights outside the mask are
+        shrunk by :meth:`soft_threshold_` so that they are exactly zero unless the data need
+        them.
+    nonnegative
+        Keep all weights non-negative (projection after each optimiser step).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from glassvi.module import ProgramDecoder
+    >>> mask = torch.tensor([[1, 0], [1, 1], [0, 1]], dtype=torch.bool)
+    >>> decoder = ProgramDecoder(3, 3, mask=mask)  # 2 programs + 1 de novo unit
+    >>> decoder(torch.randn(4, 3)).shape
+    torch.Size([4, 3])
+    >>> bool((decoder.effective_weight()[:, :2][~mask] == 0).all())
+    True
+    """
+
+    def __init__(
+        self,
+        n_latent: int,
+        n_features: int,
+        n_batch: int = 0,
+        n_cats_per_cov: list[int] | None = None,
+        n_continuous_cov: int = 0,
+        mask: torch.Tensor | None = None,
+        mask_mode: str = "hard",
+        nonnegative: bool = True,
+    ):
+        if mask is None:
+            raise ValueError("ProgramDecoder needs a (n_features, n_programs) mask.")
+        mask = torch.as_tensor(mask, dtype=torch.bool)
+        if mask.ndim != 2 or mask.shape[0] != n_features or mask.shape[1] > n_latent:
+            raise ValueError(
+                f"mask has shape {tuple(mask.shape)}, expected ({n_features}, n_programs) with "
+                f"n_programs <= n_latent ({n_latent})."
+            )
+        n_programs = int(mask.shape[1])
+        n_denovo = n_latent - n_programs
+        # the base class holds the de novo weights (features x n_denovo) and all the offsets
+        super().__init__(
+            n_denovo,
+            n_features,
+            n_batch=n_batch,
+            n_cats_per_cov=n_cats_per_cov,
+            n_continuous_cov=n_continuous_cov,
+            mask=None,
+            mask_mode=mask_mode,
+            nonnegative=nonnegative,
+        )
+        self.n_latent = n_latent
+        self.n_programs = n_programs
+        self.n_denovo = n_denovo
+        #: latent units whose weights stay fixed (reference units during query mapping)
+        self.n_frozen = 0
+        bound = 1.0 / math.sqrt(max(n_latent, 1))
+        with torch.no_grad():
+            self.weight.uniform_(0.0 if nonnegative else -bound, bound)
+        self.indexed = mask_mode == "hard"
+        if self.indexed:
+            rows, cols = mask.nonzero(as_tuple=True)  # row-major order, as CSR needs
+            self.register_buffer("program_rows", rows.to(torch.int64))
+            self.register_buffer("program_cols", cols.to(torch.int64))
+            init = torch.empty(rows.numel()).uniform_(0.0 if nonnegative else -bound, bound)
+            self.program_values = nn.Parameter(init)
+            self._build_index()
+        else:
+            self.register_buffer("program_mask", mask.clone())
+            init = torch.empty(n_features, n_programs).uniform_(
+                0.0 if nonnegative else -bound, bound
+            )
+            self.program_weight = nn.Parameter(init * mask)
+
+    def _build_index(self) -> None:
+        """CSR layouts of the mask (and of its transpose) used by the indexed product."""
+        rows, cols = self.program_rows, self.program_cols
+        crow = torch.zeros(self.n_features + 1, dtype=torch.int64, device=rows.device)
+        crow[1:] = torch.cumsum(torch.bincount(rows, minlength=self.n_features), 0)
+        order = torch.argsort(cols, stable=True)
+        ccol = torch.zeros(self.n_programs + 1, dtype=torch.int64, device=rows.device)
+        ccol[1:] = torch.cumsum(torch.bincount(cols, minlength=self.n_programs), 0)
+        self.register_buffer("_crow", crow, persistent=False)
+        self.register_buffer("_ccol", ccol, persistent=False)
+        self.register_buffer("_order", order, persistent=False)
+        self.register_buffer("_row_by_col", rows[order].contiguous(), persistent=False)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        if self.indexed:
+            self._build_index()
+
+    # ------------------------------------------------------------------------- weights
+    @property
+    def mask(self) -> torch.Tensor:
+        """Boolean ``(n_features, n_programs)`` program mask."""
+        if self.indexed:
+            out = torch.zeros(
+                self.n_features, self.n_programs, dtype=torch.bool, device=self.bias.device
+            )
+            out[self.program_rows, self.program_cols] = True
+            return out
+        return self.program_mask
+
+    @mask.setter
+    def mask(self, value) -> None:  # the base class sets ``mask = None``; the mask lives here
+        pass
+
+    def program_weights(self) -> torch.Tensor:
+        """Dense ``(n_features, n_programs)`` weights of the annotated programs."""
+        if not self.indexed:
+            return self.program_weight
+        out = torch.zeros(
+            self.n_features,
+            self.n_programs,
+            dtype=self.program_values.dtype,
+            device=self.program_values.device,
+        )
+        out[self.program_rows, self.program_cols] = self.program_values
+        return out
+
+    def program_column(self, k: int) -> torch.Tensor:
+        """Dense weights of one latent unit over all features (without a dense matrix)."""
+        if k >= self.n_programs:
+            return self.weight[:, k - self.n_programs]
+        if not self.indexed:
+            return self.program_weight[:, k]
+        out = torch.zeros(
+            self.n_features, dtype=self.program_values.dtype, device=self.program_values.device
+        )
+        sel = self.program_cols == k
+        out[self.program_rows[sel]] = self.program_values[sel]
+        return out
+
+    def effective_weight(self) -> torch.Tensor:
+        """Dense ``(n_features, n_latent)`` weights: programs, then de novo units."""
+        return torch.cat([self.program_weights(), self.weight], dim=1)
+
+    def column_sq_norms(self) -> torch.Tensor:
+        """Squared norm of each program's weights in this modality (length ``n_programs``)."""
+        if self.indexed:
+            out = torch.zeros(
+                self.n_programs, dtype=self.program_values.dtype, device=self.program_values.device
+            )
+            return out.index_add_(0, self.program_cols, self.program_values**2)
+        return (self.program_weight**2).sum(0)
+
+    def mask_sizes(self) -> torch.Tensor:
+        """Number of member features of each program in this modality."""
+        if self.indexed:
+            return torch.bincount(self.program_cols, minlength=self.n_programs)
+        return self.program_mask.sum(0)
+
+    # ------------------------------------------------------------------------- forward
+    def forward(
+        self,
+        z: torch.Tensor,
+        batch_index: torch.Tensor | None = None,
+        cat_covs: torch.Tensor | None = None,
+        cont_covs: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Natural parameter (log-rate or logit, before library size) of each feature."""
+        z_prog, z_denovo = z[..., : self.n_programs], z[..., self.n_programs :]
+        if self.indexed:
+            flat = z_prog.reshape(-1, self.n_programs)
+            eta = _IndexedMatmul.apply(
+                self.program_values,
+                flat,
+                self._crow,
+                self.program_cols,
+                self._ccol,
+                self._row_by_col,
+                self._order,
+                self.n_features,
+            ).reshape(*z.shape[:-1], self.n_features)
+        else:
+            eta = z_prog @ self.program_weight.T
+        if self.n_denovo:
+            eta = eta + z_denovo @ self.weight.T
+        eta = eta + self.bias
+        if batch_index is not None:
+            eta = eta + self.batch_offset[batch_index.reshape(-1).long()]
+        if cat_covs is not None:
+            for j, offsets in enumerate(self.cat_offsets):
+                eta = eta + offsets[cat_covs[:, j].long()]
+        if cont_covs is not None and self.cont_slope is not None:
+            eta = eta + cont_covs @ self.cont_slope
+        return eta
+
+    # ------------------------------------------------------------------------- constraints
+    @torch.no_grad()
+    def project_(self) -> None:
+        """Re-apply the sign constraint to the trainable (not frozen) weights."""
+        if not self.nonnegative:
+            return
+        start = max(self.n_frozen - self.n_programs, 0)
+        self.weight[:, start:].clamp_(min=0.0)
+        if self.n_frozen >= self.n_programs:
+            return
+        if self.indexed:
+            if self.n_frozen:
+                sel = self.program_cols >= self.n_frozen
+                self.program_values[sel] = self.program_values[sel].clamp(min=0.0)
+            else:
+                self.program_values.clamp_(min=0.0)
+        else:
+            self.program_weight[:, self.n_frozen :].clamp_(min=0.0)
+
+    @torch.no_grad()
+    def soft_threshold_(self, threshold: float) -> None:
+        """Proximal L1 step on the weights outside a soft mask: shrink by ``threshold``.
+
+        Weights whose magnitude is below the threshold become exactly zero.
+        """
+        if self.indexed or threshold <= 0 or self.n_frozen >= self.n_programs:
+            return
+        w = self.program_weight[:, self.n_frozen :]
+        outside = ~self.program_mask[:, self.n_frozen :]
+        shrunk = torch.sign(w) * (w.abs() - threshold).clamp(min=0.0)
+        w.copy_(torch.where(outside, shrunk, w))
+
+    @torch.no_grad()
+    def scale_programs_(self, factor: torch.Tensor) -> None:
+        """Multiply each program's weights by ``factor`` (length ``n_programs``)."""
+        factor = factor.clone()
+        factor[: self.n_frozen] = 1.0
+        if self.indexed:
+            self.program_values.mul_(factor[self.program_cols])
+        else:
+            self.program_weight.mul_(factor)
+
+    @torch.no_grad()
+    def add_denovo_(self, n_new: int) -> None:
+        """Append ``n_new`` de novo units (new trainable columns); existing ones are frozen."""
+        n_old = self.n_latent
+        bound = 1.0 / math.sqrt(max(n_old + n_new, 1))
+        new = torch.empty(self.n_features, n_new, device=self.weight.device).uniform_(
+            0.0 if self.nonnegative else -bound, bound
+        )
+        self.weight = nn.Parameter(torch.cat([self.weight.detach(), new], dim=1))
+        self.n_denovo += n_new
+        self.n_latent += n_new
+        self.n_frozen = n_old
+
+
+class ProgramVAE(GlassVAE):
+    """VAE whose latent units are named gene programs, plus optional de novo units.
+
+    Each modality is decoded by a :class:`ProgramDecoder`. In multiome data a program has
+    weights in both modalities (for instance its genes and the peaks linked to them): the masks
+    of all modalities share their column order. After every optimiser step,
+    :meth:`constrain_` applies, in this order, the sign projection, the proximal L1 step on
+    weights outside a soft mask and the proximal group-lasso step, which sets to exactly zero
+    the programs the data do not support.
+
+    Parameters
+    ----------
+    n_features
+        Ordered mapping modality -> number of features.
+    registry_keys
+        Mapping modality -> key of its counts in the minibatch.
+    likelihoods
+        Mapping modality -> likelihood.
+    program_masks
+        Mapping modality -> boolean ``(n_features, n_programs)`` mask; same ``n_programs`` in
+        every modality.
+    n_denovo
+        Number of unannotated latent units that may use any feature.
+    mask_mode
+        ``"hard"`` (indexed weights at the mask's nonzeros only) or ``"soft"`` (dense weights,
+        L1-penalised outside the mask).
+    soft_penalty
+        Strength of the L1 penalty on weights outside a soft mask. The proximal step shrinks
+        them by ``lr * soft_penalty`` after each optimiser step.
+    group_lasso
+        Strength of the group-lasso penalty on whole programs (each program's weights in all
+        modalities form one group); ``0`` turns it off. The proximal step shrinks the norm of a
+        program by ``lr * group_lasso * sqrt(n_members)`` after each optimiser step.
+    nonnegative
+        Keep decoder weights non-negative, so a high activity means high expression of the
+        program's features.
+    **kwargs
+        Further keyword arguments of :class:`~glassvi.module.GlassVAE`.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from glassvi.module import ProgramVAE
+    >>> mask = torch.rand(50, 4) < 0.2
+    >>> module = ProgramVAE({"rna": 50}, {"rna": "X"}, {"rna": "nb"}, {"rna": mask}, n_denovo=1)
+    >>> module.n_latent
+    5
+    """
+
+    _decoder_cls = ProgramDecoder
+
+    def __init__(
+        self,
+        n_features: Mapping[str, int],
+        registry_keys: Mapping[str, str],
+        likelihoods: Mapping[str, str],
+        program_masks: Mapping[str, torch.Tensor],
+        n_denovo: int = 0,
+        mask_mode: str = "hard",
+        soft_penalty: float = 0.5,
+        group_lasso: float = 0.0,
+        nonnegative: bool = True,
+        **kwargs,
+    ):
+        masks = {m: torch.as_tensor(program_masks[m], dtype=torch.bool) for m in n_features}
+        sizes = {m: int(mask.shape[1]) for m, mask in masks.items()}
+        if len(set(sizes.values())) != 1:
+            raise ValueError(f"program masks have different numbers of programs: {sizes}.")
+        if mask_mode not in ("hard", "soft"):
+            raise ValueError(f"mask_mode must be 'hard' or 'soft', got {mask_mode!r}.")
+        if n_denovo < 0 or soft_penalty < 0 or group_lasso < 0:
+            raise ValueError("n_denovo, soft_penalty and group_lasso must be >= 0.")
+        self_n_programs = next(iter(sizes.values()))
+        kwargs.pop("n_latent", None)
+        super().__init__(
+            n_features,
+            registry_keys,
+            likelihoods,
+            n_latent=self_n_programs + n_denovo,
+            masks=masks,
+            mask_mode=mask_mode,
+            nonnegative=nonnegative,
+            **kwargs,
+        )
+        self.n_programs = self_n_programs
+        self.n_denovo = n_denovo
+        self.mask_mode = mask_mode
+        self.soft_penalty = float(soft_penalty)
+        self.group_lasso = float(group_lasso)
+        self.nonnegative = nonnegative
+        sizes = sum(dec.mask_sizes() for dec in self.decoders.values())
+        self.register_buffer("group_weights", torch.sqrt(sizes.clamp(min=1).float()))
+
+    @property
+    def n_frozen(self) -> int:
+        """Number of leading latent units whose decoder weights are fixed."""
+        return next(iter(self.decoders.values())).n_frozen
+
+    @n_frozen.setter
+    def n_frozen(self, value: int) -> None:
+        for dec in self.decoders.values():
+            dec.n_frozen = int(value)
+
+    @torch.no_grad()
+    def constrain_(self, lr: float | None = None) -> None:
+        """Projection and proximal steps after an optimiser step with learning rate ``lr``."""
+        lr = 1e-3 if lr is None else float(lr)
+        for dec in self.decoders.values():
+            if self.mask_mode == "soft":
+                dec.soft_threshold_(lr * self.soft_penalty)
+            dec.project_()
+        if self.group_lasso > 0:
+            norms = torch.sqrt(sum(dec.column_sq_norms() for dec in self.decoders.values()))
+            threshold = lr * self.group_lasso * self.group_weights
+            factor = (1.0 - threshold / norms.clamp(min=1e-12)).clamp(min=0.0)
+            for dec in self.decoders.values():
+                dec.scale_programs_(factor)
+
+    def program_norms(self) -> torch.Tensor:
+        """Norm of each latent unit's decoder weights over all modalities."""
+        norms = []
+        for dec in self.decoders.values():
+            prog = dec.column_sq_norms()
+            denovo = (dec.weight.detach() ** 2).sum(0)
+            norms.append(torch.cat([prog.detach(), denovo]))
+        return torch.sqrt(sum(norms))
+
+    @torch.no_grad()
+    def add_denovo_(self, n_new: int) -> None:
+        """Append ``n_new`` trainable de novo units; the existing units are kept fixed.
+
+        The encoder gets new output rows (mean and variance) for the new units, and every
+        decoder new columns. Gradients of the existing rows and columns are zeroed by hooks.
+        """
+        if n_new <= 0:
+            return
+        n_old = self.n_latent
+        for name in ("mean_encoder", "var_encoder"):
+            old = getattr(self.z_encoder, name)
+            new = nn.Linear(old.in_features, n_old + n_new, device=old.weight.device)
+            new.weight[:n_old] = old.weight
+            new.bias[:n_old] = old.bias
+            # start the new units near the prior (small mean, unit variance)
+            new.weight[n_old:] *= 0.1
+            new.bias[n_old:] = 0.0
+            for param in (new.weight, new.bias):
+                param.requires_grad_(True)
+                param.register_hook(_freeze_rows_hook(n_old))
+            setattr(self.z_encoder, name, new)
+        for dec in self.decoders.values():
+            dec.add_denovo_(n_new)
+            dec.weight.requires_grad_(True)
+            dec.weight.register_hook(_freeze_columns_hook(n_old - dec.n_programs))
+        if self.classifier is not None:
+            old = self.classifier
+            new = nn.Linear(n_old + n_new, old.out_features, device=old.weight.device)
+            new.weight.zero_()
+            new.weight[:, :n_old] = old.weight
+            new.bias.copy_(old.bias)
+            new.requires_grad_(False)
+            self.classifier = new
+        self.n_latent += n_new
+        self.n_denovo += n_new
+        self.z_encoder.n_output = self.n_latent
+
+
+def _freeze_rows_hook(n_frozen: int):
+    def hook(grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.clone()
+        grad[:n_frozen] = 0
+        return grad
+
+    return hook
+
+
+def _freeze_columns_hook(n_frozen: int):
+    def hook(grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.clone()
+        grad[:, :n_frozen] = 0
+        return grad
+
+    return hook
