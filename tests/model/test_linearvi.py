@@ -105,7 +105,9 @@ def test_multiome_writes_per_modality_keys(multiome):
     assert mdata.uns["linearvi"]["modalities"] == {"rna": "rna", "atac": "atac"}
     stacked = model.get_loadings()
     assert stacked.shape == (mdata["rna"].n_vars + mdata["atac"].n_vars, 6)
-    pd.testing.assert_frame_equal(model.get_loadings("atac"), mdata["atac"].varm["linearvi_loadings"])
+    pd.testing.assert_frame_equal(
+        model.get_loadings("atac"), mdata["atac"].varm["linearvi_loadings"]
+    )
     with pytest.raises(KeyError, match="protein"):
         model.get_loadings("protein")
 
@@ -170,7 +172,9 @@ def test_query_mapping_keeps_reference_fixed(rna, n_ref_batches):
     torch.testing.assert_close(dec_after["bias"], dec_before["bias"])
     # the reference batch's offsets are fixed, the new batch's are learned
     n_ref = n_ref_batches
-    torch.testing.assert_close(dec_after["batch_offset"][:n_ref], dec_before["batch_offset"][:n_ref])
+    torch.testing.assert_close(
+        dec_after["batch_offset"][:n_ref], dec_before["batch_offset"][:n_ref]
+    )
     assert not torch.allclose(dec_after["batch_offset"][n_ref], dec_before["batch_offset"][n_ref])
     # the reference cells keep their latent representation under the query model
     ref.obs["batch"] = ref.obs["batch"].astype(str)

@@ -16,7 +16,7 @@ def test_heldout_reconstruction_not_worse_than_linearscvi():
     order = rng.permutation(adata.n_obs)
     test, train = order[:140], order[140:]
     split = {"external_indexing": [train, np.array([], dtype=int), test]}
-    epochs, n_latent = 60, 10
+    epochs, n_latent = 150, 10
 
     ref = adata.copy()
     scvi.model.LinearSCVI.setup_anndata(ref, layer="counts")

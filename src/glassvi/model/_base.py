@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -16,9 +16,11 @@ from scvi import REGISTRY_KEYS
 from scvi.data import AnnDataManager, fields
 from scvi.model.base import ArchesMixin, BaseModelClass, UnsupervisedTrainingMixin, VAEMixin
 
-from .._validation import check_counts, check_layer, check_obs_keys, get_matrix
+from .._validation import check_counts, check_layer, check_obs_keys, get_matrix, row_sums
 from ..module import LIKELIHOODS, GlassVAE
-from ..train import GlassTrainingPlan
+from ..train import GlassDataSplitter, GlassTrainingPlan
+from ._attribution import AttributionMixin
+from ._classifier import DEFAULT_UNLABELED_CATEGORY, ClassifierMixin
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +41,14 @@ def _validate_adata_for_setup(
     check_counts(get_matrix(adata, layer), what)
 
 
-class GlassModelBase(ArchesMixin, VAEMixin, UnsupervisedTrainingMixin, BaseModelClass):
+class GlassModelBase(
+    ClassifierMixin,
+    AttributionMixin,
+    ArchesMixin,
+    VAEMixin,
+    UnsupervisedTrainingMixin,
+    BaseModelClass,
+):
     """Base class of glassvi models; not meant to be used directly.
 
     Subclasses set ``_prefix`` (key prefix of their results), ``_weights_suffix`` and implement
@@ -48,6 +57,7 @@ class GlassModelBase(ArchesMixin, VAEMixin, UnsupervisedTrainingMixin, BaseModel
 
     _module_cls = GlassVAE
     _training_plan_cls = GlassTrainingPlan
+    _data_splitter_cls = GlassDataSplitter
     _prefix = "glassvi"
     _weights_suffix = "weights"
 
@@ -61,13 +71,24 @@ class GlassModelBase(ArchesMixin, VAEMixin, UnsupervisedTrainingMixin, BaseModel
         categorical_covariate_keys: list[str] | None,
         continuous_covariate_keys: list[str] | None,
         size_factor_key: str | None,
+        unlabeled_category: str = DEFAULT_UNLABELED_CATEGORY,
     ) -> list:
+        if labels_key is None:
+            labels_field = fields.CategoricalObsField(REGISTRY_KEYS.LABELS_KEY, None)
+        else:
+            labels_field = fields.LabelsWithUnlabeledObsField(
+                REGISTRY_KEYS.LABELS_KEY, labels_key, unlabeled_category
+            )
         return [
             fields.LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=True),
             fields.CategoricalObsField(REGISTRY_KEYS.BATCH_KEY, batch_key),
-            fields.CategoricalObsField(REGISTRY_KEYS.LABELS_KEY, labels_key),
-            fields.NumericalObsField(REGISTRY_KEYS.SIZE_FACTOR_KEY, size_factor_key, required=False),
-            fields.CategoricalJointObsField(REGISTRY_KEYS.CAT_COVS_KEY, categorical_covariate_keys),
+            labels_field,
+            fields.NumericalObsField(
+                REGISTRY_KEYS.SIZE_FACTOR_KEY, size_factor_key, required=False
+            ),
+            fields.CategoricalJointObsField(
+                REGISTRY_KEYS.CAT_COVS_KEY, categorical_covariate_keys
+            ),
             fields.NumericalJointObsField(REGISTRY_KEYS.CONT_COVS_KEY, continuous_covariate_keys),
         ]
 
@@ -138,15 +159,25 @@ class GlassModelBase(ArchesMixin, VAEMixin, UnsupervisedTrainingMixin, BaseModel
         categorical_covariate_keys,
         continuous_covariate_keys,
         size_factor_key,
+        unlabeled_category: str = DEFAULT_UNLABELED_CATEGORY,
     ) -> list:
         size_keys = [size_factor_key] if isinstance(size_factor_key, str) else size_factor_key
+        if labels_key is None:
+            labels_field = fields.MuDataCategoricalObsField(
+                REGISTRY_KEYS.LABELS_KEY, None, mod_key=modalities.get("labels_key")
+            )
+        else:
+            labels_field = fields.MuDataLabelsWithUnlabeledObsField(
+                REGISTRY_KEYS.LABELS_KEY,
+                labels_key,
+                unlabeled_category,
+                mod_key=modalities.get("labels_key"),
+            )
         mudata_fields = [
             fields.MuDataCategoricalObsField(
                 REGISTRY_KEYS.BATCH_KEY, batch_key, mod_key=modalities.get("batch_key")
             ),
-            fields.MuDataCategoricalObsField(
-                REGISTRY_KEYS.LABELS_KEY, labels_key, mod_key=modalities.get("labels_key")
-            ),
+            labels_field,
             fields.MuDataNumericalJointObsField(
                 REGISTRY_KEYS.SIZE_FACTOR_KEY,
                 size_keys,
@@ -206,7 +237,7 @@ class GlassModelBase(ArchesMixin, VAEMixin, UnsupervisedTrainingMixin, BaseModel
                 )
         return out
 
-    def _module_kwargs_from_registry(self, likelihood) -> dict:
+    def _module_kwargs_from_registry(self, likelihood, classifier: bool | None = None) -> dict:
         keys, names = self._modality_layout()
         self._modality_keys = keys
         self._modality_names = names
@@ -214,7 +245,7 @@ class GlassModelBase(ArchesMixin, VAEMixin, UnsupervisedTrainingMixin, BaseModel
         for role, key in keys.items():
             X = self.adata_manager.get_from_registry(key)
             n_features[role] = X.shape[1]
-            totals = np.asarray(X.sum(axis=1)).ravel()
+            totals = row_sums(X)  # streams backed (on-disk) matrices
             log_means[role] = float(np.mean(np.log(np.clip(totals, 1.0, None))))
             n_empty = int(np.sum(totals == 0))
             if n_empty:
@@ -223,6 +254,14 @@ class GlassModelBase(ArchesMixin, VAEMixin, UnsupervisedTrainingMixin, BaseModel
                     n_empty,
                     role,
                 )
+        n_classes = len(self._label_names())
+        if classifier is None:
+            classifier = n_classes > 1
+        elif classifier and n_classes < 2:
+            raise ValueError(
+                "classifier=True needs a labels_key with at least two labels (besides the "
+                f"unlabelled category) registered in setup; found {n_classes}."
+            )
         stats = self.summary_stats
         cat_state = self.adata_manager.get_state_registry(REGISTRY_KEYS.CAT_COVS_KEY)
         n_cats = list(cat_state.n_cats_per_key) if "n_cats_per_key" in cat_state else []
@@ -232,7 +271,8 @@ class GlassModelBase(ArchesMixin, VAEMixin, UnsupervisedTrainingMixin, BaseModel
             "likelihoods": self._resolve_likelihoods(likelihood, list(keys)),
             "library_log_means": log_means,
             "n_batch": stats.n_batch,
-            "n_labels": stats.n_labels,
+            "n_labels": n_classes,
+            "classifier": bool(classifier),
             "n_cats_per_cov": n_cats,
             "n_continuous_cov": stats.get("n_extra_continuous_covs", 0),
         }
@@ -255,7 +295,9 @@ class GlassModelBase(ArchesMixin, VAEMixin, UnsupervisedTrainingMixin, BaseModel
         if modality is None:
             return self.modalities
         if modality not in self.modalities:
-            raise KeyError(f"modality {modality!r} is not modelled (modalities: {self.modalities}).")
+            raise KeyError(
+                f"modality {modality!r} is not modelled (modalities: {self.modalities})."
+            )
         return [modality]
 
     def _weights_frame(self, modality: str | None = None) -> pd.DataFrame:
@@ -317,7 +359,9 @@ class GlassModelBase(ArchesMixin, VAEMixin, UnsupervisedTrainingMixin, BaseModel
         targets += [(adata.uns, k, "uns") for k in results["uns"]]
         for store, key, where in targets:
             if key in store:
-                warnings.warn(f"Overwriting existing .{where}[{key!r}].", UserWarning, stacklevel=3)
+                warnings.warn(
+                    f"Overwriting existing .{where}[{key!r}].", UserWarning, stacklevel=3
+                )
         for key, value in results["obsm"].items():
             adata.obsm[key] = value
         for role, entries in results["varm"].items():
@@ -329,47 +373,163 @@ class GlassModelBase(ArchesMixin, VAEMixin, UnsupervisedTrainingMixin, BaseModel
         written = list(results["obsm"]) + [k for e in results["varm"].values() for k in e]
         logger.info("added keys %s", ", ".join(written))
 
-    @torch.inference_mode()
     def explain(
         self,
         adata: AnnData | MuData | None = None,
         method: str = "weights",
         *,
+        target: str | Callable = "latent",
         key_added: str | None = None,
         inplace: bool = True,
         batch_size: int | None = None,
+        indices: Sequence[int] | np.ndarray | None = None,
+        baseline: str | np.ndarray | Mapping[str, np.ndarray] | None = None,
+        n_steps: int = 50,
+        n_samples: int | None = None,
+        n_background: int | None = None,
+        groupby: str | None = None,
+        return_per_cell: bool = False,
+        seed: int = 0,
+        progress_bar: bool = True,
     ) -> dict | None:
-        """Write the model's intrinsic explanation into the AnnData/MuData.
+        """Explain the model and write the explanation into the AnnData/MuData.
+
+        ``method="weights"`` writes the intrinsic explanation: the decoder weights and the
+        posterior-mean latent representation. Every other method attributes a *target* (the
+        latent units, the cell-label head's logits, or a function of the latent) to the input
+        features of every modality, batch by batch, keeping only running means (never a cells x
+        features x targets array unless ``return_per_cell=True``).
 
         Parameters
         ----------
         adata
-            AnnData or MuData set up like the training data; defaults to the training data.
+            AnnData or MuData set up like the training data (same features, in the same order);
+            defaults to the training data.
         method
-            ``"weights"``: the decoder weights and the posterior-mean latent representation.
+            ``"weights"`` (intrinsic, default); post-hoc through captum:
+            ``"integrated_gradients"``, ``"deeplift"``, ``"deeplift_shap"``, ``"gradient_shap"``,
+            ``"input_x_gradient"``, ``"saliency"`` (the signed gradient); or ``"shap"``: the shap
+            library's :class:`shap.GradientExplainer` (expected gradients over a background
+            sample).
+        target
+            ``"latent"``: each latent unit (factor or program) of the encoder's posterior mean.
+            ``"labels"``: the logits of the cell-label head; every cell is explained for its
+            predicted class. A callable mapping the posterior mean (cells x latent tensor) to a
+            tensor ``(cells,)`` or ``(cells, n_outputs)``, e.g. ``lambda z: z[:, 2] - z[:, 5]``.
         key_added
-            Prefix of the keys written; defaults to the model's name in lower case.
+            Prefix of the keys written; defaults to the model's name (``"linearvi"``).
         inplace
             Write into ``adata`` (default) or return the results without touching it.
         batch_size
-            Minibatch size used to compute the latent representation.
+            Cells per minibatch (128 by default for attributions).
+        indices
+            Positions (or a boolean mask) of the cells to explain; all cells by default. The
+            cell-level entry is NaN for the other cells.
+        baseline
+            Reference input of the methods that need one: ``"zeros"`` (no counts; the default
+            of integrated gradients and DeepLIFT), ``"mean"`` (the mean cell of ``adata``, with
+            the mean accessibility for Bernoulli modalities), ``"background"`` (``n_background``
+            random cells of ``adata``; the default of the SHAP-style methods, which use it as
+            their baseline distribution, while integrated gradients and DeepLIFT pair each
+            cell with one random background cell), or arrays: one per modality as a dict
+            ``{"rna": ..., "atac": ...}`` (one array for one modality), each of one row (a fixed
+            baseline) or several rows (a background). Baselines keep the explained cell's
+            batch and covariates. Ignored by ``"input_x_gradient"`` and ``"saliency"``.
+        n_steps
+            Integration steps of integrated gradients.
+        n_samples
+            Random samples per cell: ``"gradient_shap"`` (default 20) and ``"shap"`` (default
+            200).
+        n_background
+            Number of background cells of ``baseline="background"``: 100 by default, 20 for
+            ``"deeplift_shap"`` (whose cost grows with every background cell).
+        groupby
+            ``.obs`` column (``mdata.obs`` for MuData): also store the means over the cells of
+            each of its groups.
+        return_per_cell
+            Also return every explained cell's attributions (use with ``indices``).
+        seed
+            Seed of the background sample and of random draws.
+        progress_bar
+            Show a progress bar over minibatches.
 
         Returns
         -------
-        ``None`` when ``inplace=True``; otherwise a dict with the entries that would have been
-        written: ``{"obsm": {key: DataFrame}, "varm": {modality: {key: DataFrame}},
-        "uns": {key: dict}}``.
+        ``None`` when ``inplace=True`` (or, with ``return_per_cell=True``, the per-cell dict
+        below); otherwise a dict with the entries that would have been written:
+        ``{"obsm": {key: DataFrame}, "varm": {modality: {key: DataFrame}}, "uns": {key: dict}}``
+        plus ``"per_cell"`` when asked for. The per-cell dict holds ``"attributions"``
+        (modality -> array cells x features x targets, or cells x features for
+        ``target="labels"``), ``"obs_names"``, ``"columns"``, ``"delta"`` (completeness
+        delta per cell and target, or ``None``) and, for ``target="labels"``, ``"predicted"``.
+
+        Notes
+        -----
+        Keys written by post-hoc methods, with ``key = f"{key_added}_{method}_{target}"``
+        (a callable target is named by its ``__name__``, or ``"custom"``):
+
+        ``.varm[key]``
+            Features x targets: mean signed attribution over the explained cells (for
+            ``target="labels"``, column ``c`` is the mean over the cells predicted as ``c``).
+        ``.varm[key + "_abs"]``
+            The mean absolute attribution.
+        ``.varm[key + f"_by_{groupby}"]`` and ``... + "_abs"``
+            With ``groupby``: the same means per group, columns ``"<group>|<target>"``.
+        ``.obsm[key]``
+            Cells x latent units for ``target="labels"``: the contribution ``z_k * W[c, k]``
+            of each unit to the logit of the cell's predicted class ``c`` (exact for the
+            linear head; the logit is their sum plus the bias). For ``target="latent"``: per
+            unit, the summed ``|attribution|`` over the features annotated to that unit by the
+            decoder's mask (all features when the model has no mask). For a callable: the
+            summed ``|attribution|`` per output.
+        ``.uns[key]``
+            ``method``, ``target``, ``baseline``, ``n_steps``, ``n_samples``, ``columns``,
+            ``cell_columns``, cell counts, ``varm_keys`` and ``convergence``
+            (``mean_abs_delta``, ``max_abs_delta``, ``mean_abs_output_difference``,
+            ``relative_delta``: the completeness gap ``sum(attr) - (f(x) - f(baseline))`` of
+            the methods that report it).
+
+        With MuData, feature-level entries go to ``mdata[modality].varm``, cell-level entries
+        to ``mdata.obsm`` and metadata to ``mdata.uns``. Attributions are with respect to the
+        counts of count modalities and the binarised accessibility of Bernoulli modalities.
+
+        Examples
+        --------
+        >>> model.explain()  # intrinsic: .obsm["X_linearvi"], .varm["linearvi_loadings"]
+        >>> model.explain(method="integrated_gradients", target="labels", groupby="batch")
+        >>> glassvi.tl.rank_features(adata, "linearvi_integrated_gradients_labels", "B cells")
         """
-        if method != "weights":
-            raise ValueError(f"Unknown explain method {method!r}; available: 'weights'.")
-        self._check_if_trained(warn=True)
-        adata = self._validate_anndata(adata)
-        key_added = key_added or self._prefix
-        results = self._intrinsic_results(adata, key_added, batch_size)
-        if not inplace:
-            return results
-        self._write_results(adata, results)
-        return None
+        if method == "weights":
+            self._check_if_trained(warn=True)
+            adata = self._validate_anndata(adata)
+            key_added = key_added or self._prefix
+            with torch.inference_mode():
+                results = self._intrinsic_results(adata, key_added, batch_size)
+            if not inplace:
+                return results
+            self._write_results(adata, results)
+            return None
+        if n_samples is None:
+            n_samples = 200 if method == "shap" else 20
+        if n_background is None:
+            n_background = 20 if method == "deeplift_shap" else 100
+        return self._attribution_explain(
+            adata,
+            method,
+            target,
+            key_added=key_added,
+            inplace=inplace,
+            batch_size=batch_size,
+            indices=indices,
+            baseline=baseline,
+            n_steps=n_steps,
+            n_samples=n_samples,
+            n_background=n_background,
+            groupby=groupby,
+            return_per_cell=return_per_cell,
+            seed=seed,
+            progress_bar=progress_bar,
+        )
 
     # ------------------------------------------------------------------------- reference mapping
     @classmethod

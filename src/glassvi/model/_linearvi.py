@@ -44,6 +44,11 @@ class LinearVI(GlassModelBase):
         ``"gene"`` or ``"gene-batch"`` inverse dispersion of (ZI)NB likelihoods.
     nonnegative
         Constrain the loadings to be non-negative.
+    classifier
+        Train a linear cell-label head on the posterior mean of the factors (semi-supervised:
+        cells of the unlabelled category only enter the ELBO). ``None`` (default) adds it when
+        a ``labels_key`` with at least two labels was registered. Its weight in the loss is
+        ``classification_ratio`` (a keyword of :class:`~glassvi.module.GlassVAE`, default 50).
     **module_kwargs
         Further keyword arguments of :class:`~glassvi.module.GlassVAE`.
 
@@ -70,12 +75,13 @@ class LinearVI(GlassModelBase):
         likelihood: str | dict[str, str] | None = None,
         dispersion: Literal["gene", "gene-batch"] = "gene",
         nonnegative: bool = False,
+        classifier: bool | None = None,
         **module_kwargs,
     ):
         super().__init__(adata)
         if n_latent < 1:
             raise ValueError(f"n_latent must be at least 1, got {n_latent}.")
-        kwargs = self._module_kwargs_from_registry(likelihood)
+        kwargs = self._module_kwargs_from_registry(likelihood, classifier=classifier)
         self.module = self._module_cls(
             **kwargs,
             n_latent=n_latent,
@@ -89,6 +95,7 @@ class LinearVI(GlassModelBase):
         self._model_summary_string = (
             f"LinearVI: modalities {kwargs['likelihoods']}, n_latent {n_latent}, "
             f"n_hidden {n_hidden}, n_layers {n_layers}, n_batch {kwargs['n_batch']}"
+            + (f", classifier over {kwargs['n_labels']} labels" if kwargs["classifier"] else "")
         )
         self.init_params_ = self._get_init_params(locals())
 
@@ -124,6 +131,7 @@ class LinearVI(GlassModelBase):
         continuous_covariate_keys: list[str] | None = None,
         size_factor_key: str | None = None,
         modality: Literal["rna", "atac"] = "rna",
+        unlabeled_category: str = "Unknown",
         **kwargs,
     ) -> None:
         """Register an AnnData of one modality's counts with LinearVI.
@@ -140,7 +148,8 @@ class LinearVI(GlassModelBase):
         batch_key
             ``obs`` column of batches.
         labels_key
-            ``obs`` column of cell labels.
+            ``obs`` column of cell labels; with two or more labels the model trains a cell-label
+            head (see ``classifier``).
         categorical_covariate_keys
             ``obs`` columns of extra categorical covariates.
         continuous_covariate_keys
@@ -150,6 +159,8 @@ class LinearVI(GlassModelBase):
         modality
             ``"rna"`` (default) or ``"atac"``: sets the default likelihood and the encoder's input
             transform.
+        unlabeled_category
+            Value of ``labels_key`` that marks unlabelled cells (semi-supervised training).
 
         Examples
         --------
@@ -171,6 +182,7 @@ class LinearVI(GlassModelBase):
             categorical_covariate_keys,
             continuous_covariate_keys,
             size_factor_key,
+            unlabeled_category=unlabeled_category,
         )
         cls._register(adata, anndata_fields, setup_method_args, **kwargs)
 
@@ -186,6 +198,7 @@ class LinearVI(GlassModelBase):
         continuous_covariate_keys: list[str] | None = None,
         size_factor_key: str | list[str] | None = None,
         modalities: dict[str, str] | None = None,
+        unlabeled_category: str = "Unknown",
         **kwargs,
     ) -> None:
         """Register a MuData of RNA and/or ATAC counts measured in the same cells.
@@ -202,7 +215,7 @@ class LinearVI(GlassModelBase):
             Column of batches, in ``mdata.obs`` or in the modality named by
             ``modalities["batch_key"]``.
         labels_key
-            Column of cell labels.
+            Column of cell labels; with two or more labels the model trains a cell-label head.
         categorical_covariate_keys
             Columns of extra categorical covariates.
         continuous_covariate_keys
@@ -214,6 +227,8 @@ class LinearVI(GlassModelBase):
             ``{"rna_layer": "rna", "atac_layer": "atac", "batch_key": "rna"}``. Defaults to the
             modalities named ``"rna"`` and ``"atac"`` that the MuData has. Leave out
             ``rna_layer`` or ``atac_layer`` to model one modality only.
+        unlabeled_category
+            Value of ``labels_key`` that marks unlabelled cells.
 
         Examples
         --------
@@ -241,5 +256,6 @@ class LinearVI(GlassModelBase):
             categorical_covariate_keys,
             continuous_covariate_keys,
             size_factor_key,
+            unlabeled_category=unlabeled_category,
         )
         cls._register(mdata, mudata_fields, setup_method_args, **kwargs)

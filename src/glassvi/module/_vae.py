@@ -12,6 +12,7 @@ from scvi.nn import Encoder
 from torch import nn
 from torch.distributions import Bernoulli, Normal, Poisson
 from torch.distributions import kl_divergence as kl
+from torch.nn import functional as F
 
 from ._decoders import LinearFeatureDecoder
 
@@ -55,7 +56,8 @@ class GlassVAE(BaseModuleClass):
     n_batch
         Number of batches (the encoder sees the batch; decoders add per-batch offsets).
     n_labels
-        Number of label categories (kept for registry compatibility).
+        Number of cell-label classes (the unlabelled category excluded); cells whose label code
+        is ``n_labels`` or more are unlabelled.
     n_cats_per_cov
         Categories of each extra categorical covariate.
     n_continuous_cov
@@ -70,7 +72,23 @@ class GlassVAE(BaseModuleClass):
         Constrain decoder weights to be non-negative.
     use_layer_norm
         Layer normalisation in the encoder.
+    classifier
+        Add a linear classification head on the posterior mean of the latent units: the logit
+        of class ``c`` is ``z @ classifier.weight[c] + classifier.bias[c]``. It is trained on the
+        labelled cells of each minibatch (semi-supervised, as in scANVI); needs
+        ``n_labels >= 2``.
+    classification_ratio
+        Weight of the mean cross-entropy of labelled cells in the loss.
+
+    Examples
+    --------
+    >>> module = GlassVAE({"rna": 200}, {"rna": "X"}, {"rna": "nb"}, n_latent=8)
+    >>> module.posterior_mean({"rna": torch.ones(4, 200)}).shape
+    torch.Size([4, 8])
     """
+
+    #: decoder class of every modality; subclasses may swap in a masked/indexed decoder
+    _decoder_cls = LinearFeatureDecoder
 
     def __init__(
         self,
@@ -91,6 +109,8 @@ class GlassVAE(BaseModuleClass):
         mask_mode: str = "hard",
         nonnegative: bool = False,
         use_layer_norm: bool = True,
+        classifier: bool = False,
+        classification_ratio: float = 50.0,
     ):
         super().__init__()
         self.modalities = list(n_features)
@@ -99,7 +119,9 @@ class GlassVAE(BaseModuleClass):
         self.likelihoods = dict(likelihoods)
         for mod, lik in self.likelihoods.items():
             if lik not in LIKELIHOODS:
-                raise ValueError(f"Unknown likelihood {lik!r} for {mod}; choose from {LIKELIHOODS}.")
+                raise ValueError(
+                    f"Unknown likelihood {lik!r} for {mod}; choose from {LIKELIHOODS}."
+                )
         if dispersion not in ("gene", "gene-batch"):
             raise ValueError(f"dispersion must be 'gene' or 'gene-batch', got {dispersion!r}.")
         self.n_latent = n_latent
@@ -127,10 +149,18 @@ class GlassVAE(BaseModuleClass):
             use_layer_norm=use_layer_norm,
             return_dist=True,
         )
+        if classifier and n_labels < 2:
+            raise ValueError(
+                f"A classifier head needs at least two label classes, got n_labels={n_labels}."
+            )
+        if classification_ratio < 0:
+            raise ValueError(f"classification_ratio must be >= 0, got {classification_ratio}.")
+        self.classification_ratio = float(classification_ratio)
+        self.classifier = nn.Linear(n_latent, n_labels) if classifier else None
         masks = dict(masks or {})
         self.decoders = nn.ModuleDict(
             {
-                mod: LinearFeatureDecoder(
+                mod: self._decoder_cls(
                     n_latent,
                     n_feat,
                     n_batch=n_batch,
@@ -210,6 +240,42 @@ class GlassVAE(BaseModuleClass):
             self.encoder_input(x, cont_covs), *self._cat_list(batch_index, cat_covs)
         )
         return qz.loc
+
+    def latent_from_inputs(
+        self,
+        inputs: Mapping[str, torch.Tensor],
+        batch_index: torch.Tensor | None = None,
+        cat_covs: torch.Tensor | None = None,
+        cont_covs: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Posterior mean from attribution inputs; differentiable in every input.
+
+        ``inputs`` holds the counts of count modalities and the *binarised* accessibility of
+        Bernoulli modalities (the encoder's own view of them, which has a gradient; the
+        thresholding in :meth:`posterior_mean` has none). On counts this equals
+        :meth:`posterior_mean`.
+        """
+        parts = [
+            inputs[m] if self.likelihoods[m] == "bernoulli" else torch.log1p(inputs[m])
+            for m in self.modalities
+        ]
+        if cont_covs is not None and self.n_continuous_cov > 0:
+            parts.append(cont_covs)
+        enc = torch.cat(parts, dim=-1) if len(parts) > 1 else parts[0]
+        qz, _ = self.z_encoder(enc, *self._cat_list(batch_index, cat_covs))
+        return qz.loc
+
+    def classify(
+        self,
+        x: Mapping[str, torch.Tensor],
+        batch_index: torch.Tensor | None = None,
+        cat_covs: torch.Tensor | None = None,
+        cont_covs: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Class logits of the classification head, from the posterior mean of ``z``."""
+        if self.classifier is None:
+            raise ValueError("This module has no classifier head.")
+        return self.classifier(self.posterior_mean(x, batch_index, cat_covs, cont_covs))
 
     @auto_move_data
     def inference(
@@ -302,10 +368,28 @@ class GlassVAE(BaseModuleClass):
         kl_z = kl(inference_outputs["qz"], generative_outputs["pz"]).sum(-1)
         rec_total = torch.stack(list(rec.values()), dim=0).sum(0)
         loss = torch.mean(rec_total + kl_weight * kl_z) + self.penalty()
+        labels = tensors.get(REGISTRY_KEYS.LABELS_KEY)
+        if self.classifier is None or labels is None:
+            return LossOutput(
+                loss=loss,
+                reconstruction_loss=rec,
+                kl_local={"kl_divergence_z": kl_z},
+            )
+        labels = labels.reshape(-1).long()
+        labelled = labels < self.n_labels
+        logits = self.classifier(inference_outputs["qz"].loc)[labelled]
+        if labelled.any():
+            ce = F.cross_entropy(logits, labels[labelled])
+        else:
+            ce = logits.sum() * 0.0
         return LossOutput(
-            loss=loss,
+            loss=loss + self.classification_ratio * ce,
             reconstruction_loss=rec,
             kl_local={"kl_divergence_z": kl_z},
+            classification_loss=ce,
+            logits=logits,
+            true_labels=labels[labelled].unsqueeze(-1),
+            extra_metrics={"classification_loss": ce.detach()},
         )
 
     # ----------------------------------------------------------------------------- constraints

@@ -1,1 +1,5 @@
-"""glassvi.tl."""
+"""Analysis of results already stored in the AnnData/MuData."""
+
+from ._rank import rank_features
+
+__all__ = ["rank_features"]

@@ -1,0 +1,131 @@
+"""Turn aggregated attributions into the ``.varm``/``.obsm``/``.uns`` entries that are written."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from ._engine import AttributionResult
+
+logger = logging.getLogger(__name__)
+
+#: separator of group and target in the column names of per-group ``.varm`` entries
+GROUP_SEP = "|"
+
+
+def group_columns(groups: Sequence[str], targets: Sequence[str]) -> list[str]:
+    """Column names ``"<group>|<target>"`` of a per-group ``.varm`` entry, group-major."""
+    return [f"{g}{GROUP_SEP}{t}" for g in groups for t in targets]
+
+
+def convergence_stats(result: AttributionResult) -> dict:
+    """Summary of the completeness gap ``sum(attributions) - (f(x) - f(baseline))``."""
+    if result.delta is None:
+        return {}
+    delta = np.abs(result.delta[np.isfinite(result.delta)])
+    gap = np.abs(result.output_gap[np.isfinite(result.output_gap)])
+    if delta.size == 0:
+        return {}
+    mean_gap = float(gap.mean()) if gap.size else float("nan")
+    return {
+        "mean_abs_delta": float(delta.mean()),
+        "max_abs_delta": float(delta.max()),
+        "mean_abs_output_difference": mean_gap,
+        "relative_delta": float(delta.mean() / mean_gap) if mean_gap > 0 else float("nan"),
+    }
+
+
+def attribution_results(
+    result: AttributionResult,
+    *,
+    key: str,
+    var_names: Mapping[str, pd.Index],
+    obs_names: pd.Index,
+    explained: np.ndarray,
+    target_columns: Sequence[str],
+    cell_columns: Sequence[str],
+    groupby: str | None,
+    group_names: Sequence[str] | None,
+    meta: dict,
+) -> dict:
+    """Results dict (``{"obsm", "varm", "uns"}``) of one attribution run.
+
+    Parameters
+    ----------
+    result
+        Output of :func:`~glassvi.explain.attribute`.
+    key
+        Key of the entries, e.g. ``"linearvi_integrated_gradients_labels"``.
+    var_names
+        Per modality (in input order), the feature names.
+    obs_names
+        Cell names of the AnnData/MuData the cell-level entry is written to.
+    explained
+        Positions (in ``obs_names``) of the explained cells, in the order of ``result``.
+    target_columns
+        Names of the targets (latent units, classes or outputs).
+    cell_columns
+        Column names of the cell-level entry.
+    groupby, group_names
+        The ``obs`` column and its categories, or ``None``.
+    meta
+        Extra ``.uns`` fields (method, target, baseline, ...).
+
+    Returns
+    -------
+    dict with ``"obsm"`` ``{key: DataFrame}``, ``"varm"`` ``{modality: {key: DataFrame,
+    key + "_abs": DataFrame, ...}}`` and ``"uns"`` ``{key: dict}``.
+
+    Examples
+    --------
+    >>> results = attribution_results(res, key="linearvi_saliency_latent", ...)
+    >>> results["varm"]["rna"]["linearvi_saliency_latent"].shape  # genes x factors
+    """
+    varm: dict[str, dict[str, pd.DataFrame]] = {}
+    keys = {"mean": key, "mean_abs": f"{key}_abs"}
+    by_key = f"{key}_by_{groupby}" if groupby is not None else None
+    if by_key is not None:
+        keys.update({"group_mean": by_key, "group_mean_abs": f"{by_key}_abs"})
+    for m, (role, names) in enumerate(var_names.items()):
+        entries = {
+            key: pd.DataFrame(result.mean[m][0].T, index=names, columns=list(target_columns)),
+            f"{key}_abs": pd.DataFrame(
+                result.mean_abs[m][0].T, index=names, columns=list(target_columns)
+            ),
+        }
+        if by_key is not None:
+            cols = group_columns(group_names, target_columns)
+            for suffix, arr in (("", result.mean[m]), ("_abs", result.mean_abs[m])):
+                flat = arr[1:].reshape(-1, arr.shape[-1]).T
+                entries[f"{by_key}{suffix}"] = pd.DataFrame(flat, index=names, columns=cols)
+        varm[role] = entries
+    cells = np.full((len(obs_names), len(cell_columns)), np.nan, dtype=np.float32)
+    cells[explained] = result.cell_scores
+    obsm = {key: pd.DataFrame(cells, index=obs_names, columns=list(cell_columns))}
+    empty = [t for t, c in zip(target_columns, result.counts[0]) if c == 0]
+    if empty:
+        logger.warning(
+            "%d of %d targets have no explained cell (their means are NaN): %s",
+            len(empty),
+            len(target_columns),
+            ", ".join(map(str, empty)),
+        )
+    uns = {
+        **meta,
+        "columns": [str(c) for c in target_columns],
+        "cell_columns": [str(c) for c in cell_columns],
+        "n_cells": int(len(explained)),
+        "n_cells_per_target": [int(c) for c in result.counts[0]],
+        "varm_keys": dict(keys),
+        "obsm_key": key,
+        "convergence": convergence_stats(result),
+    }
+    if by_key is not None:
+        uns["groupby"] = groupby
+        uns["groups"] = [str(g) for g in group_names]
+        uns["group_separator"] = GROUP_SEP
+        uns["n_cells_per_group_target"] = result.counts[1:].astype(int).tolist()
+    return {"obsm": obsm, "varm": varm, "uns": {key: uns}}

@@ -1,0 +1,283 @@
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import glassvi
+from glassvi.model import LinearVI
+
+TRAIN_KW = {"enable_progress_bar": False, "accelerator": "cpu"}
+EXPLAIN_KW = {"progress_bar": False}
+IG = "integrated_gradients"
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """Cell types defined by planted programs; a LinearVI with a label head trained on them."""
+    glassvi_seed = 0
+    import scvi
+
+    scvi.settings.seed = glassvi_seed
+    adata = glassvi.data.simulate(
+        n_cells=800,
+        n_genes=300,
+        n_programs=8,
+        n_cell_types=4,
+        genes_per_program=(15, 25),
+        n_batches=2,
+        seed=3,
+    )
+    LinearVI.setup_anndata(adata, layer="counts", batch_key="batch", labels_key="cell_type")
+    model = LinearVI(adata, n_latent=8)
+    model.train(max_epochs=30, batch_size=128, **TRAIN_KW)
+    return adata, model
+
+
+def _precision_at_k(adata, key, k=20):
+    """Precision at k of the top genes of each label among its type's own planted programs."""
+    sim = adata.uns["simulation"]
+    profiles = np.asarray(sim["cell_type_profiles"])
+    truth = adata.varm["true_programs"]
+    scores = adata.varm[key]
+    out = {}
+    for i, name in enumerate(sim["cell_type_names"]):
+        others = np.delete(profiles, i, axis=0).max(axis=0)
+        members = truth[:, (profiles[i] > 0) & (others == 0)].any(axis=1)
+        kk = min(k, int(members.sum()))
+        top = np.argsort(-scores[name].to_numpy())[:kk]
+        out[name] = float(members[top].mean())
+    return out
+
+
+def test_classifier_head_predicts_labels(trained):
+    adata, model = trained
+    assert model.has_classifier
+    assert model.module.classifier.weight.shape == (4, 8)
+    assert "classification_loss_train" in model.history
+    pred = model.predict()
+    assert pred.index.equals(adata.obs_names)
+    assert (pred.to_numpy() == adata.obs["cell_type"].to_numpy()).mean() > 0.9
+    probs = model.predict(soft=True, indices=np.arange(10))
+    assert list(probs.columns) == ["type_0", "type_1", "type_2", "type_3"]
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+    assert (probs.idxmax(axis=1) == pred.iloc[:10]).all()
+
+
+def test_semi_supervised_unlabelled_cells():
+    adata = glassvi.data.simulate(n_cells=200, n_genes=60, n_cell_types=3, seed=5)
+    labels = adata.obs["cell_type"].astype(str).to_numpy()
+    labels[::2] = "unknown"
+    adata.obs["partial"] = labels
+    LinearVI.setup_anndata(adata, labels_key="partial", unlabeled_category="unknown")
+    model = LinearVI(adata, n_latent=3)
+    assert model._label_names() == ["type_0", "type_1", "type_2"]
+    model.train(max_epochs=2, **TRAIN_KW)
+    assert set(model.predict().unique()) <= {"type_0", "type_1", "type_2"}
+    no_head = LinearVI(adata, n_latent=3, classifier=False)
+    assert not no_head.has_classifier
+
+
+def test_labels_attributions_recover_planted_programs(trained):
+    adata, model = trained
+    model.explain(method=IG, target="labels", n_steps=20, **EXPLAIN_KW)
+    key = "linearvi_integrated_gradients_labels"
+    prec = _precision_at_k(adata, key)
+    print("precision@20 (integrated gradients, labels):", prec)
+    # chance is about 0.1; every label's top genes are mostly its own program's genes
+    assert np.mean(list(prec.values())) >= 0.75
+    assert min(prec.values()) >= 0.5
+    table = glassvi.tl.rank_features(adata, key, "type_0", n=5)
+    assert table["rank"].tolist() == [1, 2, 3, 4, 5]
+    assert table["feature"].iloc[0] == adata.varm[key]["type_0"].idxmax()
+    # exact decomposition of the predicted logit into per-factor contributions
+    contrib = adata.obsm[key]
+    assert list(contrib.columns) == [f"factor_{i}" for i in range(8)]
+    logits = model.get_latent_representation() @ model.module.classifier.weight.detach().numpy().T
+    pred = logits.argmax(1)
+    np.testing.assert_allclose(contrib.sum(axis=1), logits[np.arange(len(pred)), pred], rtol=1e-4)
+    meta = adata.uns[key]
+    assert meta["method"] == IG and meta["target"] == "labels" and meta["baseline"] == "zeros"
+    assert meta["n_steps"] == 20 and meta["columns"] == ["type_0", "type_1", "type_2", "type_3"]
+    assert sum(meta["n_cells_per_target"]) == adata.n_obs
+    # a broken attribution (random scores) fails the same threshold
+    adata.varm["random_scores"] = pd.DataFrame(
+        np.random.default_rng(0).normal(size=adata.varm[key].shape),
+        index=adata.var_names,
+        columns=adata.varm[key].columns,
+    )
+    assert np.mean(list(_precision_at_k(adata, "random_scores").values())) < 0.75
+
+
+def test_integrated_gradients_completeness_on_the_model(trained):
+    adata, model = trained
+    cells = np.arange(0, 800, 40)
+    out = model.explain(
+        method=IG,
+        target="latent",
+        indices=cells,
+        n_steps=64,
+        return_per_cell=True,
+        inplace=False,
+        **EXPLAIN_KW,
+    )
+    attr = out["per_cell"]["attributions"]["rna"]  # cells x genes x factors
+    X = torch.as_tensor(adata.layers["counts"][cells].toarray())
+    batch = torch.as_tensor(adata.obs["batch"].cat.codes.to_numpy()[cells]).long()[:, None]
+    with torch.no_grad():
+        fx = model.module.posterior_mean({"rna": X}, batch).numpy()
+        f0 = model.module.posterior_mean({"rna": torch.zeros_like(X)}, batch).numpy()
+    gap = attr.sum(axis=1) - (fx - f0)
+    delta = out["per_cell"]["delta"]
+    np.testing.assert_allclose(gap, delta, atol=1e-4)  # reported delta is the true gap
+    conv = out["uns"]["linearvi_integrated_gradients_latent"]["convergence"]
+    print("IG completeness:", conv)
+    assert conv["relative_delta"] < 0.05
+    assert conv["max_abs_delta"] == pytest.approx(np.abs(delta).max())
+
+
+def test_randomised_model_gives_other_attributions(trained):
+    adata, model = trained
+    cells = np.arange(0, 800, 8)
+    # a mean-cell baseline: with zero counts as baseline, |x * gradient| follows each gene's
+    # expression level whatever the weights (rank correlation about 0.5 with a random model)
+    kw = {
+        "method": IG,
+        "target": "latent",
+        "baseline": "mean",
+        "indices": cells,
+        "n_steps": 8,
+        "inplace": False,
+    }
+    ours = model.explain(**kw, **EXPLAIN_KW)["varm"]["rna"][
+        "linearvi_integrated_gradients_latent_abs"
+    ]
+    random_model = LinearVI(adata, n_latent=8)
+    random_model.is_trained_ = True
+    theirs = random_model.explain(**kw, **EXPLAIN_KW)["varm"]["rna"][
+        "linearvi_integrated_gradients_latent_abs"
+    ]
+    check = glassvi.metrics.randomization_check(ours, theirs, k=20, threshold=0.3)
+    assert check["passed"], check
+    again = model.explain(**kw, **EXPLAIN_KW)["varm"]["rna"][
+        "linearvi_integrated_gradients_latent_abs"
+    ]
+    assert not glassvi.metrics.randomization_check(ours, again, k=20)["passed"]
+
+
+def test_latent_groupby_and_other_methods(trained):
+    adata, model = trained
+    cells = np.arange(0, 800, 20)
+    for method in ["deeplift", "gradient_shap", "input_x_gradient", "saliency", "shap"]:
+        res = model.explain(
+            method=method,
+            target="latent",
+            indices=cells,
+            n_samples=10,
+            groupby="batch",
+            inplace=False,
+            **EXPLAIN_KW,
+        )
+        key = f"linearvi_{method}_latent"
+        varm = res["varm"]["rna"]
+        assert varm[key].shape == (300, 8) and np.isfinite(varm[key].to_numpy()).all()
+        assert (varm[f"{key}_abs"].to_numpy() >= np.abs(varm[key].to_numpy()) - 1e-6).all()
+        by = varm[f"{key}_by_batch"]
+        assert list(by.columns[:2]) == ["batch_0|factor_0", "batch_0|factor_1"]
+        counts = np.asarray(res["uns"][key]["n_cells_per_group_target"])[:, 0]
+        # the overall mean is the count-weighted mean of the group means
+        overall = (
+            counts[0] * by["batch_0|factor_3"] + counts[1] * by["batch_1|factor_3"]
+        ) / counts.sum()
+        np.testing.assert_allclose(overall, varm[key]["factor_3"], rtol=1e-4, atol=1e-7)
+        obsm = res["obsm"][key]
+        assert obsm.iloc[cells].notna().all().all()
+        assert obsm.drop(index=adata.obs_names[cells]).isna().all().all()
+        # without an annotation mask the cell score is the total |attribution| per factor
+        assert (obsm.iloc[cells].to_numpy() >= 0).all()
+
+
+def test_callable_target_and_overwrite_warning(trained):
+    adata, model = trained
+
+    def factor_contrast(z):
+        return z[:, 0] - z[:, 1]
+
+    kw = {"method": "input_x_gradient", "target": factor_contrast, "indices": np.arange(50)}
+    model.explain(**kw, **EXPLAIN_KW)
+    assert adata.varm["linearvi_input_x_gradient_factor_contrast"].columns.tolist() == [
+        "factor_contrast"
+    ]
+    with pytest.warns(UserWarning, match="Overwriting"):
+        model.explain(**kw, **EXPLAIN_KW)
+
+
+def test_mudata_keys_per_modality():
+    mdata = glassvi.data.simulate(
+        n_cells=200, n_genes=80, n_peaks=160, n_cell_types=3, modality="multiome", seed=2
+    )
+    LinearVI.setup_mudata(mdata, batch_key="batch", labels_key="cell_type")
+    model = LinearVI(mdata, n_latent=4)
+    model.train(max_epochs=2, **TRAIN_KW)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        model.explain(method=IG, target="labels", n_steps=100, groupby="batch", **EXPLAIN_KW)
+    key = "linearvi_integrated_gradients_labels"
+    for mod, n in (("rna", 80), ("atac", 160)):
+        assert mdata[mod].varm[key].shape == (n, 3)
+        assert mdata[mod].varm[key].index.equals(mdata[mod].var_names)
+        assert f"{key}_abs" in mdata[mod].varm and f"{key}_by_batch" in mdata[mod].varm
+    assert mdata.obsm[key].shape == (200, 4)
+    assert mdata.uns[key]["modalities"] == {"rna": "rna", "atac": "atac"}
+    table = glassvi.tl.rank_features(mdata, key, "type_0", n=10)
+    assert set(table["modality"]) <= {"rna", "atac"} and table["rank"].iloc[-1] == 10
+    # completeness holds across both modalities together (log1p of counts is steep near
+    # zero, so the straight path from zero counts needs many steps)
+    conv = mdata.uns[key]["convergence"]
+    assert conv["relative_delta"] < 0.1
+
+
+def test_inplace_false_leaves_adata_untouched(trained):
+    adata, model = trained
+    before = (set(adata.varm.keys()), set(adata.obsm.keys()), set(adata.uns.keys()))
+    res = model.explain(method="saliency", target="labels", inplace=False, **EXPLAIN_KW)
+    assert (set(adata.varm.keys()), set(adata.obsm.keys()), set(adata.uns.keys())) == before
+    assert set(res) == {"obsm", "varm", "uns"}
+    assert res["varm"]["rna"]["linearvi_saliency_labels"].shape == (300, 4)
+
+
+def test_bad_input_fails_before_computing(trained, monkeypatch):
+    adata, model = trained
+
+    def boom(*args, **kwargs):
+        raise AssertionError("attribution ran")
+
+    monkeypatch.setattr("glassvi.model._attribution.attribute", boom)
+    with pytest.raises(ValueError, match="Unknown explain method"):
+        model.explain(method="lime")
+    with pytest.raises(ValueError, match="Unknown explain target"):
+        model.explain(method=IG, target="genes")
+    with pytest.raises(KeyError, match="groupby='tissue'"):
+        model.explain(method=IG, groupby="tissue")
+    with pytest.raises(ValueError, match="Unknown baseline"):
+        model.explain(method=IG, baseline="median")
+    with pytest.raises(ValueError, match="deeplift_shap"):
+        model.explain(method="deeplift_shap", baseline="zeros")
+    with pytest.raises(ValueError, match="n_steps"):
+        model.explain(method=IG, n_steps=0)
+    with pytest.raises(ValueError, match="out of range"):
+        model.explain(method=IG, indices=[0, 10_000])
+    other = adata[:, ::-1].copy()
+    with pytest.raises(ValueError, match="do not match"):
+        model.explain(other, method=IG)
+    no_labels = glassvi.data.simulate(n_cells=100, n_genes=40, seed=4)
+    LinearVI.setup_anndata(no_labels)
+    bare = LinearVI(no_labels, n_latent=3)
+    bare.is_trained_ = True
+    with pytest.raises(ValueError, match="no cell-label head"):
+        bare.explain(method=IG, target="labels")
+    with pytest.raises(ValueError, match="no cell-label head"):
+        bare.predict()
+    with pytest.raises(ValueError, match="classifier=True"):
+        LinearVI(no_labels, classifier=True)
