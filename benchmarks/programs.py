@@ -1,0 +1,313 @@
+"""ProgramVI against expiMap (scArches) on planted programs with a noisy mask, and on real data.
+
+Simulated data (``glassvi.data.simulate``) have planted programs, some of them inactive decoys.
+Both models get the same NOISY mask: about 30% of each program's members are dropped, about 10%
+wrong genes are added, and the decoys stay in the mask. Reported per model:
+
+- ``auroc_variance`` / ``auroc_norm``: active vs decoy programs (``glassvi.metrics.
+  program_activity_auroc``) scored by the variance of the posterior-mean activity across cells,
+  and by the norm of the program's decoder weights;
+- ``activity_corr``: mean Pearson correlation between estimated and true activity over the
+  active programs (``glassvi.metrics.activity_correlation``);
+- ``member_auprc`` (soft masks): recovery of the dropped members among the features outside the
+  given mask (``glassvi.metrics.member_recovery`` with ``held_out``), with its chance level;
+- ``epoch_s`` (wall seconds per epoch) and ``peak_rss_gib`` of the training process.
+
+Real data: immune1k (1,000 cells x 6,397 genes) with the Hallmark programs (time per epoch and
+memory), and ProgramVI with the 5,233 GO Biological Process programs over 20,000 genes
+(memory and time per epoch of the indexed hard mask).
+
+Every model trains in its own process so that peak memory is that model's. expiMap runs with
+the interpreter named by ``GLASSVI_EXPIMAP_PYTHON`` (default ``benchmarks/.venv-expimap/bin/
+python``, then ``/work/expimap-venv/bin/python``), an environment with ``scArches==0.6.1``; it
+is skipped, with a message, where that environment is absent. glassvi never imports scArches.
+
+Run: ``python benchmarks/programs.py [--quick]``; writes ``benchmarks/results/programs.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+sys.path.insert(0, str(HERE))
+
+EXPIMAP_CANDIDATES = (
+    HERE / ".venv-expimap" / "bin" / "python",
+    Path("/work/expimap-venv/bin/python"),
+)
+
+
+def expimap_python() -> str | None:
+    env = os.environ.get("GLASSVI_EXPIMAP_PYTHON")
+    if env:
+        return env if Path(env).exists() else None
+    for cand in EXPIMAP_CANDIDATES:
+        if cand.exists():
+            return str(cand)
+    return None
+
+
+# ----------------------------------------------------------------------------- data
+def simulated(quick: bool):
+    import pandas as pd
+
+    import glassvi
+
+    size = (
+        {"n_cells": 800, "n_genes": 300, "n_programs": 10}
+        if quick
+        else {"n_cells": 3000, "n_genes": 1000, "n_programs": 24}
+    )
+    adata = glassvi.data.simulate(**size, seed=0)
+    info = adata.uns["simulation"]
+    truth = adata.varm["true_programs"]
+    rng = np.random.default_rng(0)
+    dropped = truth & (rng.random(truth.shape) < 0.3)
+    wrong = ~truth & (rng.random(truth.shape) < 0.1 * truth.sum(0) / (~truth).sum(0))
+    given = (truth & ~dropped) | wrong
+    adata.varm["programs"] = pd.DataFrame(
+        given, index=adata.var_names, columns=info["program_names"]
+    )
+    adata.varm["held_out"] = dropped
+    return adata
+
+
+def immune_hallmark():
+    import glassvi
+
+    adata = glassvi.data.immune1k()
+    glassvi.pp.add_programs(adata, glassvi.data.hallmark(), min_genes=5)
+    adata.obs["batch"] = "batch_0"
+    return adata
+
+
+def go_data(n_cells: int):
+    import glassvi
+
+    adata = glassvi.data.simulate(n_cells=n_cells, n_genes=20000, n_programs=20, seed=0)
+    glassvi.pp.add_programs(adata, glassvi.data.go_bp(), min_genes=5)
+    return adata
+
+
+# ----------------------------------------------------------------------------- workers
+def programvi_worker(data: str, opts: dict) -> dict:
+    """Train ProgramVI in this process; return activities/weights (paths) and cost figures."""
+    import anndata as ad
+    import scvi
+    from _common import EpochTimer, PeakRSS
+
+    from glassvi.model import ProgramVI
+
+    scvi.settings.seed = 0
+    adata = ad.read_h5ad(data)
+    with PeakRSS() as rss:
+        ProgramVI.setup_anndata(adata, layer=opts.get("layer"), batch_key="batch")
+        model = ProgramVI(adata, **opts.get("model", {}))
+        timer = EpochTimer()
+        model.train(
+            max_epochs=opts["epochs"],
+            batch_size=128,
+            enable_progress_bar=False,
+            accelerator="cpu",
+            callbacks=[timer],
+        )
+        activity = model.get_program_activity()
+    out = {
+        "epoch_s": timer.summary()["median_epoch_wall_s"],
+        "peak_rss_gib": round(rss.peak / 2**30, 3),
+        "n_programs": len(model.program_names),
+        "n_memberships": int(adata.varm["programs"].to_numpy().sum()),
+    }
+    if opts.get("save"):
+        np.savez(
+            opts["save"],
+            latent=activity.to_numpy()[:, : len(model.program_names)],
+            weights=model.get_program_weights().to_numpy()[:, : len(model.program_names)],
+        )
+    return out
+
+
+def run_programvi(path: Path, opts: dict) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        result = Path(tmp) / "result.json"
+        opts = dict(opts)
+        cmd = [sys.executable, __file__, "--worker", str(path), json.dumps(opts), str(result)]
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+        return json.loads(result.read_text())
+
+
+def run_expimap(python: str, adata, opts: dict, tmp: Path, name: str) -> dict:
+    """Write ``adata`` as expiMap expects it and train expiMap in its own environment."""
+    import anndata as ad
+    import scipy.sparse as sp
+
+    counts = adata.layers["counts"] if "counts" in adata.layers else adata.X
+    plain = ad.AnnData(
+        X=np.asarray(counts.todense() if sp.issparse(counts) else counts, dtype=np.float32),
+        obs=adata.obs[["batch"]].astype(str),
+    )
+    plain.obs_names = adata.obs_names
+    plain.var_names = adata.var_names
+    plain.varm["I"] = adata.varm["programs"].to_numpy().astype(np.int64)
+    path = tmp / f"{name}.h5ad"
+    plain.write_h5ad(path)
+    out = tmp / f"{name}.npz"
+    proc = subprocess.run(
+        [python, str(HERE / "_expimap_worker.py"), str(path), str(out), json.dumps(opts)],
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"expiMap failed:\n{proc.stderr[-3000:]}")
+    res = np.load(out)
+    return {
+        "latent": res["latent"],
+        "weights": res["weights"],
+        "epoch_s": float(res["epoch_s"][0]),
+        "peak_rss_gib": round(float(res["peak_rss"][0]) / 2**30, 3),
+    }
+
+
+# ----------------------------------------------------------------------------- scoring
+def score(adata, latent, weights, soft: bool) -> dict:
+    from glassvi import metrics
+
+    info = adata.uns["simulation"]
+    active = np.asarray(info["active_programs"])
+    truth = adata.varm["true_programs"]
+    out = {
+        "auroc_variance": metrics.program_activity_auroc(latent.var(0), active)["auroc"],
+        "auroc_norm": metrics.program_activity_auroc(np.linalg.norm(weights, axis=0), active)[
+            "auroc"
+        ],
+    }
+    corr = metrics.activity_correlation(latent, adata.obsm["true_activity"])
+    out["activity_corr"] = float(np.nanmean(corr[active]))
+    out["activity_corr_abs"] = float(np.nanmean(np.abs(corr[active])))
+    if soft:
+        rec = metrics.member_recovery(weights, truth, held_out=adata.varm["held_out"] & truth)
+        out["member_auprc"] = rec["mean_auprc"]
+        out["member_auprc_chance"] = float(np.nanmean(rec["auprc_chance"]))
+    return {k: round(float(v), 4) for k, v in out.items()}
+
+
+# ----------------------------------------------------------------------------- main
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small data, few epochs")
+    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--no-go", action="store_true", help="skip the GO memory run")
+    parser.add_argument("--out", default=str(RESULTS / "programs.json"))
+    args = parser.parse_args(argv)
+    from _common import machine
+
+    epochs = args.epochs or (40 if args.quick else 150)
+    python = expimap_python()
+    results: dict = {"machine": machine(), "epochs": epochs, "quick": args.quick}
+    if python is None:
+        print(
+            "expiMap: skipped (no environment with scArches; set GLASSVI_EXPIMAP_PYTHON or create "
+            f"{EXPIMAP_CANDIDATES[0].parent.parent})"
+        )
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        adata = simulated(args.quick)
+        sim_path = tmp / "sim.h5ad"
+        adata.write_h5ad(sim_path)
+        sim = {
+            "data": {
+                "n_cells": adata.n_obs,
+                "n_genes": adata.n_vars,
+                "n_programs": adata.varm["programs"].shape[1],
+                "n_active": int(np.sum(adata.uns["simulation"]["active_programs"])),
+            }
+        }
+        configs = {
+            "ProgramVI (hard)": {"model": {}},
+            "ProgramVI (hard, group lasso)": {"model": {"group_lasso": 0.3}},
+            "ProgramVI (soft)": {"model": {"mask_mode": "soft", "soft_penalty": 0.5}},
+        }
+        for name, cfg in configs.items():
+            save = tmp / "pv.npz"
+            fig = run_programvi(
+                sim_path, {**cfg, "layer": "counts", "epochs": epochs, "save": str(save)}
+            )
+            res = np.load(save)
+            fig.update(score(adata, res["latent"], res["weights"], "soft" in name))
+            sim[name] = fig
+            print(name, fig, flush=True)
+        if python is not None:
+            for name, opts in {
+                "expiMap (hard)": {"soft": False},
+                "expiMap (soft)": {"soft": True, "alpha_l1": 0.5},
+            }.items():
+                try:
+                    res = run_expimap(python, adata, {**opts, "epochs": epochs}, tmp, "sim")
+                except RuntimeError as err:
+                    print(f"{name}: failed: {err}")
+                    sim[name] = {"error": str(err)[-500:]}
+                    continue
+                fig = {"epoch_s": round(res["epoch_s"], 4), "peak_rss_gib": res["peak_rss_gib"]}
+                fig.update(score(adata, res["latent"], res["weights"], "soft" in name))
+                sim[name] = fig
+                print(name, fig, flush=True)
+        results["simulated"] = sim
+
+        real = {}
+        immune = immune_hallmark()
+        real_path = tmp / "immune.h5ad"
+        immune.write_h5ad(real_path)
+        real_epochs = 3 if args.quick else 10
+        real["data"] = {
+            "n_cells": immune.n_obs,
+            "n_genes": immune.n_vars,
+            "n_programs": immune.varm["programs"].shape[1],
+            "epochs": real_epochs,
+        }
+        real["ProgramVI (hard)"] = run_programvi(real_path, {"epochs": real_epochs})
+        print("immune1k ProgramVI", real["ProgramVI (hard)"], flush=True)
+        if python is not None:
+            try:
+                res = run_expimap(python, immune, {"epochs": real_epochs}, tmp, "immune")
+                real["expiMap (hard)"] = {
+                    "epoch_s": round(res["epoch_s"], 4),
+                    "peak_rss_gib": res["peak_rss_gib"],
+                }
+            except RuntimeError as err:
+                real["expiMap (hard)"] = {"error": str(err)[-500:]}
+            print("immune1k expiMap", real["expiMap (hard)"], flush=True)
+        results["immune1k_hallmark"] = real
+
+        if not args.no_go:
+            n_cells = 500 if args.quick else 2000
+            go = go_data(n_cells)
+            go_path = tmp / "go.h5ad"
+            go.write_h5ad(go_path)
+            del go
+            fig = run_programvi(go_path, {"layer": "counts", "epochs": 2})
+            fig.update({"n_cells": n_cells, "n_genes": 20000, "epochs": 2})
+            results["go_bp_memory"] = {"ProgramVI (hard, indexed)": fig}
+            print("GO BP", fig, flush=True)
+
+    RESULTS.mkdir(exist_ok=True)
+    Path(args.out).write_text(json.dumps(results, indent=2))
+    print(f"wrote {args.out}")
+    return results
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--worker":
+        figures = programvi_worker(sys.argv[2], json.loads(sys.argv[3]))
+        Path(sys.argv[4]).write_text(json.dumps(figures))
+    else:
+        main()
