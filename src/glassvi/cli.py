@@ -8,7 +8,8 @@ import sys
 import time
 from pathlib import Path
 
-MODELS = ("linear",)
+MODELS = ("program", "linear")
+BUNDLED_PROGRAMS = ("hallmark", "reactome", "go_bp")
 
 
 class CLIError(Exception):
@@ -27,20 +28,46 @@ def _build_parser() -> argparse.ArgumentParser:
         description=(
             "Train a glassvi model on DATA (.h5ad, .h5mu or a 10x .h5 file; default: the bundled "
             "immune1k data set) and write DIR/results.h5ad (or .h5mu) with the explanations, "
-            "plus a summary of the top features of each factor on stdout."
+            "plus a summary on stdout. The default model is ProgramVI with the Hallmark gene "
+            "programs; --model linear trains LinearVI."
         ),
     )
     run.add_argument("data", nargs="?", default=None, help="input file (.h5ad, .h5mu, .h5)")
     run.add_argument("--layer", default=None, help="layer holding raw counts (default: X)")
     run.add_argument("--batch-key", default=None, help="obs column of batches")
     run.add_argument("--labels-key", default=None, help="obs column of cell labels")
-    run.add_argument("--model", default="linear", choices=MODELS, help="model to train")
+    run.add_argument(
+        "--model", default="program", choices=MODELS, help="model to train (default program)"
+    )
+    run.add_argument(
+        "--programs",
+        default="hallmark",
+        help="gene programs of --model program: hallmark (default), reactome, go_bp or a GMT file",
+    )
+    run.add_argument(
+        "--n-denovo", type=int, default=0, help="de novo programs of --model program (default 0)"
+    )
+    run.add_argument(
+        "--min-genes", type=int, default=5, help="smallest program kept, in genes (default 5)"
+    )
     run.add_argument("--epochs", type=int, default=100, help="training epochs (default 100)")
-    run.add_argument("--n-latent", type=int, default=10, help="latent factors (default 10)")
+    run.add_argument(
+        "--n-latent", type=int, default=10, help="latent factors of --model linear (default 10)"
+    )
     run.add_argument("--batch-size", type=int, default=128, help="minibatch size (default 128)")
     run.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     run.add_argument("--top", type=int, default=8, help="features listed per factor (default 8)")
     run.add_argument("--out", default="glassvi_results", help="output directory")
+    run.add_argument(
+        "--attribution",
+        default="integrated_gradients",
+        help=(
+            "post-hoc attribution of the cell-label predictions written next to the intrinsic "
+            "weights when labels are given (a method of model.explain, or 'none'; default "
+            "integrated_gradients)"
+        ),
+    )
+    run.add_argument("--no-report", action="store_true", help="skip figures and report.html")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
@@ -81,6 +108,53 @@ def _setup(model_cls, data, args) -> None:
         model_cls.setup_anndata(data, layer=args.layer, **keys)
 
 
+def _gene_sets(spec: str):
+    """Gene sets named by --programs: a bundled collection or a GMT file."""
+    from . import data as gdata
+
+    if spec in BUNDLED_PROGRAMS:
+        return getattr(gdata, spec)()
+    path = Path(spec)
+    if not path.exists():
+        raise CLIError(
+            f"--programs {spec!r} is neither a bundled collection ({', '.join(BUNDLED_PROGRAMS)}) "
+            "nor an existing GMT file"
+        )
+    return str(path)
+
+
+def _add_programs(data, args) -> str:
+    """Write the program masks that ProgramVI reads; returns a one-line description."""
+    from mudata import MuData
+
+    from . import data as gdata
+    from . import pp
+
+    gene_sets = _gene_sets(args.programs)
+    if isinstance(data, MuData):
+        if "rna" not in data.mod:
+            raise CLIError("--model program needs an 'rna' modality to map gene programs")
+        pp.add_programs(data["rna"], gene_sets, min_genes=args.min_genes)
+        n_programs = data["rna"].varm["programs"].shape[1]
+        if "atac" in data.mod:
+            links = pp.link_peaks(data["atac"], gdata.gene_positions(), errors="drop")
+            pp.add_peak_programs(data, links=links)
+        return f"{n_programs} programs from {args.programs}"
+    pp.add_programs(data, gene_sets, min_genes=args.min_genes)
+    return f"{data.varm['programs'].shape[1]} programs from {args.programs}"
+
+
+def _program_summary(model, top: int, n_programs: int = 10) -> str:
+    activity = model.get_program_activity()
+    spread = activity.std(axis=0).sort_values(ascending=False)
+    lines = [f"Most variable program activities (top {n_programs}) and their top genes:"]
+    for name in spread.index[:n_programs]:
+        genes = model.get_program_genes(name)
+        best = genes[genes["weight"] > 0].head(top)
+        lines.append(f"  {name} (sd {spread[name]:.2f}): " + ", ".join(map(str, best.index)))
+    return "\n".join(lines)
+
+
 def _summary(model, top: int) -> str:
     lines = []
     for role in model.modalities:
@@ -98,6 +172,18 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"--epochs must be at least 1, got {args.epochs}")
     if args.n_latent < 1:
         raise CLIError(f"--n-latent must be at least 1, got {args.n_latent}")
+    if args.attribution != "none":
+        from .explain import ATTRIBUTION_METHODS
+
+        if args.attribution not in ATTRIBUTION_METHODS:
+            raise CLIError(
+                f"--attribution {args.attribution!r} is not one of "
+                f"{', '.join(ATTRIBUTION_METHODS)} or 'none'"
+            )
+    if args.n_denovo < 0:
+        raise CLIError(f"--n-denovo must be at least 0, got {args.n_denovo}")
+    if args.model == "program" and args.programs not in BUNDLED_PROGRAMS:
+        _gene_sets(args.programs)  # fail on a missing GMT before loading any data
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise CLIError(f"--out {str(out)!r} exists and is not a directory")
@@ -105,15 +191,21 @@ def run(args: argparse.Namespace) -> int:
     import scvi
     from mudata import MuData
 
-    from .model import LinearVI
+    from .model import LinearVI, ProgramVI
 
     scvi.settings.seed = args.seed
     t0 = time.perf_counter()
     data, description = _load(args.data, args)
     print(f"glassvi: data {description}: {data.n_obs} cells", flush=True)
-    model_cls = LinearVI
-    _setup(model_cls, data, args)
-    model = model_cls(data, n_latent=args.n_latent)
+    if args.model == "program":
+        model_cls, prefix, weights = ProgramVI, "programvi", "programvi_weights"
+        print(f"glassvi: {_add_programs(data, args)}", flush=True)
+        _setup(model_cls, data, args)
+        model = model_cls(data, n_denovo=args.n_denovo)
+    else:
+        model_cls, prefix, weights = LinearVI, "linearvi", "linearvi_loadings"
+        _setup(model_cls, data, args)
+        model = model_cls(data, n_latent=args.n_latent)
     print(f"glassvi: training {model_cls.__name__} for {args.epochs} epochs", flush=True)
     model.train(
         max_epochs=args.epochs,
@@ -121,15 +213,33 @@ def run(args: argparse.Namespace) -> int:
         enable_progress_bar=not args.quiet,
     )
     model.explain()
+    attribution_key = None
+    if args.attribution != "none" and model.has_classifier:
+        print(f"glassvi: attributing label predictions ({args.attribution})", flush=True)
+        model.explain(
+            method=args.attribution, target="labels", n_steps=20, progress_bar=not args.quiet
+        )
+        attribution_key = f"{prefix}_{args.attribution}_labels"
     out.mkdir(parents=True, exist_ok=True)
     is_mudata = isinstance(data, MuData)
     result_path = out / ("results.h5mu" if is_mudata else "results.h5ad")
     data.write(result_path) if is_mudata else data.write_h5ad(result_path)
     model.save(out / "model", overwrite=True, save_anndata=False)
-    print(_summary(model, args.top))
+    summary = _program_summary(model, args.top) if args.model == "program" else None
+    print(summary or _summary(model, args.top))
+    keys = f"obsm['X_{prefix}'], varm['{weights}'], uns['{prefix}']"
+    if args.model == "program":
+        keys += ", varm['programs'] (the program masks)"
+    if attribution_key is not None:
+        keys += f", varm['{attribution_key}'], obsm['{attribution_key}']"
+    if not args.no_report:
+        from .pl import write_report
+
+        paths = write_report(data, model, out, title=f"{model_cls.__name__} on {description}")
+        print(f"glassvi: wrote {paths['report']} and {len(paths) - 1} figures", flush=True)
     print(
-        f"glassvi: wrote {result_path} (keys: obsm['X_linearvi'], varm['linearvi_loadings'], "
-        f"uns['linearvi']) and {out / 'model'} in {time.perf_counter() - t0:.0f} s",
+        f"glassvi: wrote {result_path} (keys: {keys}) and {out / 'model'} in "
+        f"{time.perf_counter() - t0:.0f} s",
         flush=True,
     )
     return 0

@@ -5,13 +5,65 @@ import pytest
 
 import glassvi
 from glassvi.cli import main
-
 from tenx import multiome_h5
 
 
-def test_run_default_data(tmp_path, capsys):
+def test_run_default_is_programvi_with_hallmark(tmp_path, capsys):
     out = tmp_path / "res"
-    assert main(["run", "--epochs", "2", "--out", str(out), "--quiet", "--n-latent", "5"]) == 0
+    assert main(["run", "--epochs", "2", "--out", str(out), "--quiet"]) == 0
+    res = ad.read_h5ad(out / "results.h5ad")
+    assert res.shape == (1000, 6397)
+    names = list(res.varm["programs"].columns)
+    assert len(names) > 40 and all(n.startswith("HALLMARK_") for n in names)
+    assert list(res.obsm["X_programvi"].columns) == names
+    weights = res.varm["programvi_weights"]
+    assert weights.shape == (6397, len(names))
+    assert (weights.to_numpy()[~res.varm["programs"].to_numpy()] == 0).all()
+    assert res.uns["programvi"]["model"] == "ProgramVI"
+    text = capsys.readouterr().out
+    assert "Most variable program activities" in text
+    assert "varm['programvi_weights']" in text and "obsm['X_programvi']" in text
+    # the most variable program is listed with its top-weighted gene
+    spread = res.obsm["X_programvi"].std().sort_values(ascending=False)
+    top_gene = weights[spread.index[0]].sort_values().index[-1]
+    assert spread.index[0] in text and top_gene in text
+
+
+def test_run_program_with_gmt_and_denovo(tmp_path):
+    adata = glassvi.data.simulate(n_cells=200, n_genes=120, n_programs=5, seed=3)
+    names = adata.uns["simulation"]["program_names"]
+    truth = adata.varm["true_programs"]
+    gmt = tmp_path / "sets.gmt"
+    gmt.write_text(
+        "".join(
+            f"{name}\tplanted\t" + "\t".join(adata.var_names[truth[:, j]]) + "\n"
+            for j, name in enumerate(names)
+        )
+    )
+    path = tmp_path / "in.h5ad"
+    adata.write_h5ad(path)
+    out = tmp_path / "o"
+    argv = ["run", str(path), "--layer", "counts", "--programs", str(gmt), "--n-denovo", "2"]
+    assert main(argv + ["--epochs", "1", "--out", str(out), "--quiet"]) == 0
+    res = ad.read_h5ad(out / "results.h5ad")
+    assert list(res.obsm["X_programvi"].columns) == names + ["denovo_0", "denovo_1"]
+
+
+def test_run_program_multiome_links_peaks(tmp_path):
+    mdata = glassvi.data.simulate(n_cells=120, n_genes=3000, n_peaks=300, modality="multiome")
+    path = tmp_path / "in.h5mu"
+    mdata.write(path)
+    out = tmp_path / "m"
+    assert main(["run", str(path), "--epochs", "1", "--out", str(out), "--quiet"]) == 0
+    res = md.read_h5mu(out / "results.h5mu")
+    assert "programvi_weights" in res["atac"].varm and "programvi_weights" in res["rna"].varm
+    assert list(res["atac"].varm["programs"].columns) == list(res["rna"].varm["programs"].columns)
+
+
+def test_run_linear_default_data(tmp_path, capsys):
+    out = tmp_path / "res"
+    argv = ["run", "--model", "linear", "--epochs", "2", "--out", str(out), "--quiet"]
+    assert main(argv + ["--n-latent", "5"]) == 0
     res = ad.read_h5ad(out / "results.h5ad")
     assert res.shape == (1000, 6397)
     assert res.obsm["X_linearvi"].shape == (1000, 5)
@@ -31,8 +83,23 @@ def test_run_h5ad_with_keys(tmp_path):
     adata.write_h5ad(path)
     out = tmp_path / "o"
     rc = main(
-        ["run", str(path), "--layer", "counts", "--batch-key", "batch", "--labels-key",
-         "cell_type", "--epochs", "1", "--out", str(out), "--quiet"]
+        [
+            "run",
+            str(path),
+            "--model",
+            "linear",
+            "--layer",
+            "counts",
+            "--batch-key",
+            "batch",
+            "--labels-key",
+            "cell_type",
+            "--epochs",
+            "1",
+            "--out",
+            str(out),
+            "--quiet",
+        ]
     )
     assert rc == 0
     res = ad.read_h5ad(out / "results.h5ad")
@@ -43,12 +110,13 @@ def test_run_h5mu_and_10x(tmp_path):
     mdata = glassvi.data.simulate(n_cells=150, n_genes=60, n_peaks=120, modality="multiome")
     path = tmp_path / "in.h5mu"
     mdata.write(path)
-    assert main(["run", str(path), "--epochs", "1", "--out", str(tmp_path / "a"), "--quiet"]) == 0
+    lin = ["--model", "linear", "--epochs", "1", "--quiet"]
+    assert main(["run", str(path), *lin, "--out", str(tmp_path / "a")]) == 0
     res = md.read_h5mu(tmp_path / "a" / "results.h5mu")
     assert "linearvi_loadings" in res["atac"].varm and "X_linearvi" in res.obsm
     h5 = tmp_path / "filtered_feature_bc_matrix.h5"
     multiome_h5(h5)
-    assert main(["run", str(h5), "--epochs", "1", "--out", str(tmp_path / "b"), "--quiet"]) == 0
+    assert main(["run", str(h5), *lin, "--out", str(tmp_path / "b")]) == 0
     assert (tmp_path / "b" / "results.h5mu").exists()
 
 
@@ -57,6 +125,8 @@ def test_run_h5mu_and_10x(tmp_path):
     [
         (["run", "missing.h5ad"], "does not exist"),
         (["run", "--epochs", "0"], "--epochs"),
+        (["run", "--programs", "nosuch.gmt"], "--programs 'nosuch.gmt'"),
+        (["run", "--n-denovo", "-1"], "--n-denovo"),
         (["run", "--layer", "nolayer", "--epochs", "1"], "layer 'nolayer'"),
         (["run", "--batch-key", "donor", "--epochs", "1"], "batch_key='donor'"),
     ],
@@ -74,5 +144,5 @@ def test_run_non_count_input(tmp_path, capsys):
     adata = ad.AnnData(np.random.default_rng(0).normal(size=(20, 10)).astype(np.float32))
     path = tmp_path / "norm.h5ad"
     adata.write_h5ad(path)
-    assert main(["run", str(path), "--out", str(tmp_path / "o")]) == 2
+    assert main(["run", str(path), "--model", "linear", "--out", str(tmp_path / "o")]) == 2
     assert "negative" in capsys.readouterr().err

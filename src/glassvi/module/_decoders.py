@@ -41,6 +41,14 @@ class LinearFeatureDecoder(nn.Module):
     nonnegative
         Constrain ``W`` to be non-negative (enforced by projection after each optimiser step),
         so that a high value of a unit always means high expression of its features.
+
+    Examples
+    --------
+    >>> import torch
+    >>> dec = LinearFeatureDecoder(n_latent=3, n_features=5, n_batch=2)
+    >>> eta = dec(torch.randn(4, 3), batch_index=torch.tensor([[0], [1], [0], [1]]))
+    >>> eta.shape
+    torch.Size([4, 5])
     """
 
     def __init__(
