@@ -327,3 +327,22 @@ def test_constructor_arguments_are_checked(sim):
         ProgramVI(adata, mask_mode="medium")
     with pytest.raises(ValueError, match="group_lasso"):
         ProgramVI(adata, group_lasso=-1)
+
+
+def test_label_head_with_unlabeled_category():
+    import pandas as pd
+
+    adata = glassvi.data.simulate(n_cells=300, n_genes=150, seed=0)
+    names = adata.uns["simulation"]["program_names"]
+    adata.varm["programs"] = pd.DataFrame(
+        adata.varm["true_programs"], index=adata.var_names, columns=names
+    )
+    adata.obs["ct"] = adata.obs["cell_type"].astype(str)
+    adata.obs.loc[adata.obs_names[:50], "ct"] = "unk"
+    ProgramVI.setup_anndata(adata, labels_key="ct", unlabeled_category="unk")
+    model = ProgramVI(adata, classifier=True)
+    model.train(max_epochs=2, enable_progress_bar=False, accelerator="cpu")
+    predicted = model.predict()
+    assert "unk" not in set(predicted)
+    assert set(predicted) <= set(adata.obs["cell_type"].astype(str))
+    assert not ProgramVI(adata, classifier=False).has_classifier

@@ -587,6 +587,7 @@ class ProgramVI(GlassModelBase):
         size_factor_key: str | None = None,
         modality: Literal["rna", "atac"] = "rna",
         program_key: str = "programs",
+        unlabeled_category: str = "Unknown",
         **kwargs,
     ) -> None:
         """Register an AnnData of one modality's counts and its program mask with ProgramVI.
@@ -617,6 +618,8 @@ class ProgramVI(GlassModelBase):
             Key of the boolean features x programs mask in ``adata.varm``, as written by
             :func:`glassvi.pp.add_programs`. Program names are the DataFrame's columns (or
             ``adata.uns[program_key]["names"]`` for an array).
+        unlabeled_category
+            Value of ``labels_key`` that marks unlabelled cells (semi-supervised training).
 
         Raises
         ------
@@ -650,6 +653,7 @@ class ProgramVI(GlassModelBase):
             categorical_covariate_keys,
             continuous_covariate_keys,
             size_factor_key,
+            unlabeled_category=unlabeled_category,
         )
         anndata_fields.append(
             fields.VarmField(
@@ -671,6 +675,7 @@ class ProgramVI(GlassModelBase):
         size_factor_key: str | list[str] | None = None,
         program_key: str | dict[str, str] = "programs",
         modalities: dict[str, str] | None = None,
+        unlabeled_category: str = "Unknown",
         **kwargs,
     ) -> None:
         """Register a MuData of RNA and/or ATAC counts and their program masks.
@@ -705,6 +710,8 @@ class ProgramVI(GlassModelBase):
             Which MuData modality holds each input, e.g.
             ``{"rna_layer": "rna", "atac_layer": "atac"}``; defaults to the modalities named
             ``"rna"`` and ``"atac"``.
+        unlabeled_category
+            Value of ``labels_key`` that marks unlabelled cells (semi-supervised training).
 
         Examples
         --------
@@ -744,6 +751,7 @@ class ProgramVI(GlassModelBase):
             categorical_covariate_keys,
             continuous_covariate_keys,
             size_factor_key,
+            unlabeled_category=unlabeled_category,
         )
         for role in masks:
             mudata_fields.append(
