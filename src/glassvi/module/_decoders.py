@@ -107,7 +107,18 @@ class LinearFeatureDecoder(nn.Module):
         cont_covs: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Natural parameter (log-rate or logit, before library size) of each feature."""
-        eta = z @ self.effective_weight().T + self.bias
+        eta = z @ self.effective_weight().T
+        return self.add_offsets(eta, batch_index, cat_covs, cont_covs)
+
+    def add_offsets(
+        self,
+        eta: torch.Tensor,
+        batch_index: torch.Tensor | None = None,
+        cat_covs: torch.Tensor | None = None,
+        cont_covs: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Add the feature bias and the batch and covariate offsets to ``eta``."""
+        eta = eta + self.bias
         if batch_index is not None:
             eta = eta + self.batch_offset[batch_index.reshape(-1).long()]
         if cat_covs is not None:

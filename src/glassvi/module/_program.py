@@ -257,15 +257,7 @@ class ProgramDecoder(LinearFeatureDecoder):
             eta = z_prog @ self.program_weight.T
         if self.n_denovo:
             eta = eta + z_denovo @ self.weight.T
-        eta = eta + self.bias
-        if batch_index is not None:
-            eta = eta + self.batch_offset[batch_index.reshape(-1).long()]
-        if cat_covs is not None:
-            for j, offsets in enumerate(self.cat_offsets):
-                eta = eta + offsets[cat_covs[:, j].long()]
-        if cont_covs is not None and self.cont_slope is not None:
-            eta = eta + cont_covs @ self.cont_slope
-        return eta
+        return self.add_offsets(eta, batch_index, cat_covs, cont_covs)
 
     # ------------------------------------------------------------------------- constraints
     @torch.no_grad()

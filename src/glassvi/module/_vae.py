@@ -214,10 +214,22 @@ class GlassVAE(BaseModuleClass):
 
     # ----------------------------------------------------------------------------- encoder
     def encoder_input(
-        self, x: Mapping[str, torch.Tensor], cont_covs: torch.Tensor | None = None
+        self,
+        x: Mapping[str, torch.Tensor],
+        cont_covs: torch.Tensor | None = None,
+        binarised: bool = False,
     ) -> torch.Tensor:
-        """Concatenate the transformed counts of every modality (and continuous covariates)."""
-        parts = [transform_counts(x[m], self.likelihoods[m]) for m in self.modalities]
+        """Concatenate the transformed counts of every modality (and continuous covariates).
+
+        With ``binarised=True`` the inputs of Bernoulli modalities are taken as already
+        binarised and passed through unchanged.
+        """
+        parts = [
+            x[m]
+            if binarised and self.likelihoods[m] == "bernoulli"
+            else transform_counts(x[m], self.likelihoods[m])
+            for m in self.modalities
+        ]
         if cont_covs is not None and self.n_continuous_cov > 0:
             parts.append(cont_covs)
         return torch.cat(parts, dim=-1) if len(parts) > 1 else parts[0]
@@ -255,13 +267,7 @@ class GlassVAE(BaseModuleClass):
         thresholding in :meth:`posterior_mean` has none). On counts this equals
         :meth:`posterior_mean`.
         """
-        parts = [
-            inputs[m] if self.likelihoods[m] == "bernoulli" else torch.log1p(inputs[m])
-            for m in self.modalities
-        ]
-        if cont_covs is not None and self.n_continuous_cov > 0:
-            parts.append(cont_covs)
-        enc = torch.cat(parts, dim=-1) if len(parts) > 1 else parts[0]
+        enc = self.encoder_input(inputs, cont_covs, binarised=True)
         qz, _ = self.z_encoder(enc, *self._cat_list(batch_index, cat_covs))
         return qz.loc
 
