@@ -1,7 +1,16 @@
 """Torch modules: encoder, linear and masked decoders, likelihood heads."""
 
 from ._decoders import LinearFeatureDecoder
+from ._distributions import FeatureNegativeBinomial, nonzero_key
 from ._program import ProgramDecoder, ProgramVAE
 from ._vae import LIKELIHOODS, GlassVAE
 
-__all__ = ["GlassVAE", "LinearFeatureDecoder", "LIKELIHOODS", "ProgramDecoder", "ProgramVAE"]
+__all__ = [
+    "FeatureNegativeBinomial",
+    "GlassVAE",
+    "LinearFeatureDecoder",
+    "LIKELIHOODS",
+    "ProgramDecoder",
+    "ProgramVAE",
+    "nonzero_key",
+]

@@ -6,6 +6,7 @@ import math
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 
 class LinearFeatureDecoder(nn.Module):
@@ -107,8 +108,9 @@ class LinearFeatureDecoder(nn.Module):
         cont_covs: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Natural parameter (log-rate or logit, before library size) of each feature."""
-        eta = z @ self.effective_weight().T
-        return self.add_offsets(eta, batch_index, cat_covs, cont_covs)
+        return self.add_offsets(
+            F.linear(z, self.effective_weight()), batch_index, cat_covs, cont_covs
+        )
 
     def add_offsets(
         self,
@@ -117,15 +119,22 @@ class LinearFeatureDecoder(nn.Module):
         cat_covs: torch.Tensor | None = None,
         cont_covs: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Add the feature bias and the batch and covariate offsets to ``eta``."""
-        eta = eta + self.bias
-        if batch_index is not None:
-            eta = eta + self.batch_offset[batch_index.reshape(-1).long()]
+        """Add the feature bias and the batch and covariate offsets to ``eta``.
+
+        Categorical offsets enter as one-hot products (a small matrix product whose gradient is
+        another), not as row lookups, whose gradient is a scatter over cells x features.
+        """
+        bias = self.bias
+        if batch_index is not None and self.batch_offset.shape[0] == 1:
+            bias = bias + self.batch_offset[0]
+        eta = eta + bias
+        if batch_index is not None and self.batch_offset.shape[0] > 1:
+            eta = _add_category_offset(eta, batch_index.reshape(-1), self.batch_offset)
         if cat_covs is not None:
             for j, offsets in enumerate(self.cat_offsets):
-                eta = eta + offsets[cat_covs[:, j].long()]
+                eta = _add_category_offset(eta, cat_covs[:, j], offsets)
         if cont_covs is not None and self.cont_slope is not None:
-            eta = eta + cont_covs @ self.cont_slope
+            eta = torch.addmm(eta, cont_covs.to(eta.dtype), self.cont_slope)
         return eta
 
     @torch.no_grad()
@@ -135,3 +144,9 @@ class LinearFeatureDecoder(nn.Module):
             self.weight.mul_(self.mask)
         if self.nonnegative:
             self.weight.clamp_(min=0.0)
+
+
+def _add_category_offset(eta: torch.Tensor, codes: torch.Tensor, offsets: torch.Tensor):
+    """``eta + offsets[codes]``, as ``eta + one_hot(codes) @ offsets``."""
+    one_hot = F.one_hot(codes.long(), offsets.shape[0]).to(eta.dtype)
+    return torch.addmm(eta, one_hot, offsets)

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 import torch
 from scvi import REGISTRY_KEYS
-from scvi.distributions import NegativeBinomial, ZeroInflatedNegativeBinomial
+from scvi.distributions import ZeroInflatedNegativeBinomial
 from scvi.module.base import BaseModuleClass, LossOutput, auto_move_data
 from scvi.nn import Encoder
 from torch import nn
@@ -15,8 +15,19 @@ from torch.distributions import kl_divergence as kl
 from torch.nn import functional as F
 
 from ._decoders import LinearFeatureDecoder
+from ._distributions import FeatureNegativeBinomial, nonzero_key
 
 LIKELIHOODS = ("nb", "zinb", "poisson", "bernoulli")
+
+
+def _log_softmax_and_mean(eta: torch.Tensor, lib: torch.Tensor):
+    """``log(softmax(eta)) + lib`` and its exponential, with one exponential per entry."""
+    shift = eta.detach().amax(dim=-1, keepdim=True)
+    expd = torch.exp(eta - shift)
+    total = expd.sum(dim=-1, keepdim=True)
+    log_mu = eta - (shift + torch.log(total) - lib)
+    mu = expd * (torch.exp(lib) / total)
+    return log_mu, mu
 
 
 def transform_counts(x: torch.Tensor, likelihood: str) -> torch.Tensor:
@@ -330,18 +341,20 @@ class GlassVAE(BaseModuleClass):
                 # depth enters as a logit offset, centred on the training data's mean depth
                 px[mod] = Bernoulli(logits=eta + lib - self.library_log_means[i])
                 continue
-            mu = torch.softmax(eta, dim=-1) * torch.exp(lib)
+            log_mu, mu = _log_softmax_and_mean(eta, lib)
             if lik == "poisson":
                 px[mod] = Poisson(mu.clamp(min=1e-8))
                 continue
             log_theta = self.log_theta[mod]
+            rows = None
             if self.dispersion == "gene-batch" and batch_index is not None:
-                theta = torch.exp(log_theta[batch_index.reshape(-1).long()])
+                rows = batch_index.reshape(-1).long()
             else:
-                theta = torch.exp(log_theta[0])
+                log_theta = log_theta[:1]
             if lik == "nb":
-                px[mod] = NegativeBinomial(mu=mu, theta=theta)
+                px[mod] = FeatureNegativeBinomial(log_mu, log_theta, rows, mu=mu)
             else:
+                theta = torch.exp(log_theta[0] if rows is None else log_theta[rows])
                 px[mod] = ZeroInflatedNegativeBinomial(
                     mu=mu, theta=theta, zi_logits=self.zi_logits[mod].expand_as(mu)
                 )
@@ -353,9 +366,15 @@ class GlassVAE(BaseModuleClass):
         out = {}
         for mod, key in self.registry_keys.items():
             x = tensors[key]
+            px = generative_outputs["px"][mod]
             if self.likelihoods[mod] == "bernoulli":
                 x = (x > 0).to(x.dtype)
-            out[mod] = -generative_outputs["px"][mod].log_prob(x).sum(-1)
+            if isinstance(px, FeatureNegativeBinomial):
+                # the data loader passes the positions of the non-zero counts along
+                log_prob = px.log_prob(x, nonzero=tensors.get(nonzero_key(key)))
+            else:
+                log_prob = px.log_prob(x)
+            out[mod] = -log_prob.sum(-1)
         return out
 
     def penalty(self) -> torch.Tensor:

@@ -26,6 +26,8 @@ from scvi.data import AnnDataManager
 from scvi.dataloaders import DataSplitter
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from ..module._distributions import nonzero_key
+
 logger = logging.getLogger(__name__)
 
 #: registry fields that live on cells; anything else (``varm`` masks, ``uns``) is not loaded
@@ -38,6 +40,8 @@ _INTEGER_KEYS = (
 )
 #: rows closer than this are read in one range from disk (and the rows between are discarded)
 _MAX_GAP = 8
+#: sparse minibatches denser than this are passed without the positions of their non-zeros
+_POSITIONS_MAX_DENSITY = 0.25
 
 
 def cell_registry_keys(adata_manager: AnnDataManager) -> list[str]:
@@ -100,11 +104,11 @@ class _SparseSource(_Source):
         self.matrix = matrix
         self.as_sparse_tensor = as_sparse_tensor
 
-    def take(self, rows: np.ndarray) -> torch.Tensor:
+    def take(self, rows: np.ndarray):
         block = self.matrix[rows]
         if self.as_sparse_tensor:
             return _to_sparse_tensor(block)
-        return torch.from_numpy(block.toarray())
+        return _dense_with_nonzero(block)
 
 
 class _DenseSource(_Source):
@@ -170,12 +174,37 @@ class _BackedSource(_Source):
             block = self._sparse_block(rows)
             if self.as_sparse_tensor:
                 return _to_sparse_tensor(block)
-            return torch.from_numpy(block.toarray())
+            return _dense_with_nonzero(block)
         parts = [
             np.asarray(self.dataset[start:stop])[rows[(rows >= start) & (rows < stop)] - start]
             for start, stop in _runs(rows, self.max_gap)
         ]
         return torch.from_numpy(np.concatenate(parts).astype(self.dtype, copy=False))
+
+
+def _dense_with_nonzero(block: sp.csr_matrix):
+    """The dense minibatch and the flat (row-major) positions of its stored entries.
+
+    The positions are only worth their cost for sparse minibatches: above
+    ``_POSITIONS_MAX_DENSITY`` the dense minibatch is returned alone.
+    """
+    n_rows, n_cols = block.shape
+    if block.nnz > _POSITIONS_MAX_DENSITY * n_rows * n_cols:
+        return torch.from_numpy(block.toarray())
+    if not block.has_canonical_format:
+        block = block.copy()
+        block.sum_duplicates()
+    rows = np.repeat(np.arange(n_rows, dtype=np.int64), np.diff(block.indptr))
+    flat = rows * n_cols + block.indices
+    return torch.from_numpy(block.toarray()), torch.from_numpy(flat)
+
+
+def _csr_tensor_positions(tensor: torch.Tensor) -> torch.Tensor:
+    """Flat (row-major) positions of the stored entries of a sparse CSR tensor."""
+    crow = tensor.crow_indices()
+    counts = crow[1:] - crow[:-1]
+    rows = torch.repeat_interleave(torch.arange(tensor.shape[0], device=crow.device), counts)
+    return rows * tensor.shape[1] + tensor.col_indices()
 
 
 def _to_sparse_tensor(block: sp.csr_matrix) -> torch.Tensor:
@@ -213,7 +242,10 @@ class MinibatchDataset(Dataset):
 
     Every field is held once in its registered form: sparse counts stay sparse (CSR) and a backed
     matrix stays on disk. ``dataset[rows]`` returns a dict of tensors with ``len(rows)`` rows, in
-    which only the minibatch is dense.
+    which only the minibatch is dense. For each sparse count field ``key`` whose minibatch is at
+    most 25% non-zero, the dict also holds, under :func:`glassvi.module.nonzero_key` ``(key)``,
+    the flat (row-major) positions of the minibatch's stored entries, which the likelihood uses
+    to evaluate count-dependent terms at the non-zero counts only.
 
     Parameters
     ----------
@@ -280,7 +312,16 @@ class MinibatchDataset(Dataset):
         rows = np.asarray(rows, dtype=np.int64).reshape(-1)
         if self.backed:
             rows = np.sort(rows)
-        return {key: src.take(rows) for key, src in self.sources.items()}
+        batch, positions = {}, {}
+        for key, src in self.sources.items():
+            value = src.take(rows)
+            if isinstance(value, tuple):
+                # sparse counts: the dense minibatch and the positions of its non-zero entries
+                value, positions[nonzero_key(key)] = value
+            batch[key] = value
+        # per-cell fields first: Lightning infers a minibatch's size from its first tensor
+        batch.update(positions)
+        return batch
 
 
 class MinibatchSampler(DistributedSampler):
@@ -563,10 +604,17 @@ class GlassDataSplitter(DataSplitter):
         return self._loader(self.test_idx, False, False)
 
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
-        """Densify sparse minibatches once they are on the device."""
+        """Densify sparse minibatches once they are on the device (keeping their non-zero positions)."""
         if not self.load_sparse_tensor:
             return batch
-        return {
-            k: (v.to_dense() if isinstance(v, torch.Tensor) and v.layout != torch.strided else v)
-            for k, v in batch.items()
-        }
+        out, positions = {}, {}
+        for key, value in batch.items():
+            if isinstance(value, torch.Tensor) and value.layout == torch.sparse_csr:
+                if value._nnz() <= _POSITIONS_MAX_DENSITY * value.shape[0] * value.shape[1]:
+                    positions[nonzero_key(key)] = _csr_tensor_positions(value)
+                value = value.to_dense()
+            elif isinstance(value, torch.Tensor) and value.layout != torch.strided:
+                value = value.to_dense()
+            out[key] = value
+        out.update(positions)
+        return out

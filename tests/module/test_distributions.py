@@ -1,0 +1,113 @@
+import numpy as np
+import pytest
+import torch
+from scvi.distributions import NegativeBinomial
+
+from glassvi.module import FeatureNegativeBinomial
+from glassvi.module._distributions import TABLE_SIZE
+
+
+def _counts(n_cells, n_genes, density, seed, large=True):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.poisson(torch.rand(n_cells, n_genes, generator=gen) * 6.0)
+    x = x * (torch.rand(n_cells, n_genes, generator=gen) < density)
+    if large:
+        # counts at, around and far above the table size are evaluated directly
+        x[0, :6] = torch.tensor([TABLE_SIZE - 1, TABLE_SIZE, TABLE_SIZE + 1, 250.0, 4000.0, 1.0])
+    return x
+
+
+def _reference_and_ours(x, n_rows, seed, nonzero=None, layout="contiguous"):
+    gen = torch.Generator().manual_seed(seed)
+    n_cells, n_genes = x.shape
+    eta = torch.randn(n_cells, n_genes, generator=gen).requires_grad_()
+    log_theta = (torch.randn(n_rows, n_genes, generator=gen) * 1.5).requires_grad_()
+    rows = torch.randint(0, n_rows, (n_cells,), generator=gen) if n_rows > 1 else None
+    lib = torch.log(torch.full((n_cells, 1), 3000.0))
+
+    mu = torch.softmax(eta, -1) * torch.exp(lib)
+    theta = torch.exp(log_theta[0] if rows is None else log_theta[rows])
+    ref = NegativeBinomial(mu=mu, theta=theta).log_prob(x)
+    ref_grads = torch.autograd.grad(ref.sum(), [eta, log_theta])
+
+    log_mu = torch.log_softmax(eta, -1) + lib
+    if layout == "transposed":
+        # a column-major log mean, as produced by some decoders
+        log_mu = log_mu.t().contiguous().t()
+    px = FeatureNegativeBinomial(log_mu, log_theta, rows)
+    ours = px.log_prob(x, nonzero=nonzero)
+    our_grads = torch.autograd.grad(ours.sum(), [eta, log_theta])
+    return ref, ref_grads, ours, our_grads
+
+
+@pytest.mark.parametrize("n_rows", [1, 3])
+@pytest.mark.parametrize("density", [0.05, 0.6])
+@pytest.mark.parametrize("layout", ["contiguous", "transposed"])
+def test_log_prob_and_gradients_match_scvi(n_rows, density, layout):
+    x = _counts(64, 300, density, seed=1)
+    ref, ref_grads, ours, our_grads = _reference_and_ours(x, n_rows, seed=2, layout=layout)
+    assert ours.shape == ref.shape
+    torch.testing.assert_close(ours, ref, rtol=2e-5, atol=2e-4)
+    for r, o in zip(ref_grads, our_grads):
+        scale = r.abs().max()
+        assert (o - r).abs().max() <= 1e-4 * scale
+
+
+def test_given_nonzero_positions_match_the_scan_and_may_include_zeros():
+    x = _counts(32, 200, 0.2, seed=3)
+    flat = torch.from_numpy(np.flatnonzero(x.numpy().reshape(-1)))
+    # stored zeros (as a sparse matrix may hold) are harmless
+    with_zeros = torch.cat([flat, torch.tensor([1, 2, 3]) * 200 + 7]).unique()
+    assert x.reshape(-1)[with_zeros].eq(0).any()
+    _, _, scanned, g_scanned = _reference_and_ours(x, 1, seed=4)
+    for positions in (flat, with_zeros):
+        _, _, given, g_given = _reference_and_ours(x, 1, seed=4, nonzero=positions)
+        torch.testing.assert_close(given, scanned)
+        for a, b in zip(g_scanned, g_given):
+            torch.testing.assert_close(a, b)
+
+
+def test_missing_nonzero_positions_would_change_the_result():
+    x = _counts(16, 100, 0.5, seed=5, large=False)
+    flat = torch.from_numpy(np.flatnonzero(x.numpy().reshape(-1)))
+    _, _, full, _ = _reference_and_ours(x, 1, seed=6, nonzero=flat)
+    _, _, partial, _ = _reference_and_ours(x, 1, seed=6, nonzero=flat[: len(flat) // 2])
+    assert not torch.allclose(full, partial)
+
+
+def test_fractional_values_and_differentiable_counts_fall_back_to_scvi():
+    x = _counts(16, 50, 0.5, seed=7, large=False) + 0.5
+    log_mu = torch.randn(16, 50)
+    log_theta = torch.randn(1, 50)
+    px = FeatureNegativeBinomial(log_mu, log_theta)
+    expected = NegativeBinomial(mu=log_mu.exp(), theta=log_theta[0].exp()).log_prob(x)
+    torch.testing.assert_close(px.log_prob(x), expected)
+    xg = x.clone().requires_grad_()
+    out = px.log_prob(xg)
+    assert out.requires_grad
+    (grad,) = torch.autograd.grad(out.sum(), xg)
+    assert torch.isfinite(grad).all()
+
+
+def test_distribution_attributes_and_bad_arguments():
+    log_mu = torch.randn(4, 6)
+    px = FeatureNegativeBinomial(log_mu, torch.zeros(1, 6))
+    torch.testing.assert_close(px.mu, log_mu.exp())
+    torch.testing.assert_close(px.theta, torch.ones(4, 6))
+    assert px.sample().shape == (4, 6)
+    with pytest.raises(ValueError, match="log_theta must have shape"):
+        FeatureNegativeBinomial(log_mu, torch.zeros(1, 5))
+    with pytest.raises(ValueError, match="theta_rows is required"):
+        FeatureNegativeBinomial(log_mu, torch.zeros(2, 6))
+    with pytest.raises(ValueError, match="table_size"):
+        FeatureNegativeBinomial(log_mu, torch.zeros(1, 6), table_size=1)
+
+
+@pytest.mark.parametrize("table_size", [2, 5, 64])
+def test_any_table_size_gives_the_same_values(table_size):
+    x = _counts(16, 80, 0.6, seed=8)
+    log_mu = torch.randn(16, 80)
+    log_theta = torch.randn(1, 80)
+    default = FeatureNegativeBinomial(log_mu, log_theta).log_prob(x)
+    other = FeatureNegativeBinomial(log_mu, log_theta, table_size=table_size).log_prob(x)
+    torch.testing.assert_close(other, default, rtol=1e-5, atol=1e-4)

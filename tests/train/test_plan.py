@@ -1,0 +1,129 @@
+import lightning.pytorch as pl
+import numpy as np
+import pytest
+import torch
+
+import glassvi
+from glassvi.model import LinearVI
+from glassvi.module import LinearFeatureDecoder
+from glassvi.train import GlassTrainingPlan
+
+TRAIN_KW = {"enable_progress_bar": False, "accelerator": "cpu"}
+
+
+class StepLosses(pl.Callback):
+    """Records each training step's loss and number of cells."""
+
+    def __init__(self):
+        self.epochs: list[list[tuple[float, int]]] = []
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self.epochs.append([])
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        self.epochs[-1].append((float(loss), int(batch["X"].shape[0])))
+
+
+@pytest.fixture(scope="module")
+def adata():
+    adata = glassvi.data.simulate(n_cells=260, n_genes=60, n_programs=4, seed=11)
+    LinearVI.setup_anndata(adata, layer="counts", batch_key="batch", labels_key="cell_type")
+    return adata
+
+
+def test_epoch_metrics_are_cell_weighted_means_of_the_steps(adata):
+    model = LinearVI(adata, n_latent=4, classifier=True)
+    steps = StepLosses()
+    model.train(
+        max_epochs=3,
+        batch_size=64,
+        check_val_every_n_epoch=1,
+        callbacks=[steps],
+        plan_kwargs={"n_epochs_kl_warmup": 2},
+        **TRAIN_KW,
+    )
+    hist = model.history
+    for key in (
+        "train_loss",
+        "elbo_train",
+        "reconstruction_loss_train",
+        "kl_local_train",
+        "kl_global_train",
+        "classification_loss_train",
+        "kl_weight",
+        "validation_loss",
+        "elbo_validation",
+    ):
+        assert key in hist and len(hist[key]) == 3, key
+    for epoch, recorded in enumerate(steps.epochs):
+        losses = np.array([loss for loss, _ in recorded])
+        cells = np.array([n for _, n in recorded])
+        expected = float((losses * cells).sum() / cells.sum())
+        assert hist["train_loss"].iloc[epoch, 0] == pytest.approx(expected, rel=1e-5)
+    rec = hist["reconstruction_loss_train"].to_numpy(dtype=float).ravel()
+    kl = hist["kl_local_train"].to_numpy(dtype=float).ravel()
+    np.testing.assert_allclose(
+        hist["elbo_train"].to_numpy(dtype=float).ravel(), rec + kl, rtol=1e-5
+    )
+    # KL warm-up over two epochs: weights 0, 0.5, 1
+    np.testing.assert_allclose(hist["kl_weight"].to_numpy(dtype=float).ravel(), [0.0, 0.5, 1.0])
+    cls = hist["classification_loss_train"].to_numpy(dtype=float).ravel()
+    weight = model.module.classification_ratio
+    np.testing.assert_allclose(
+        hist["train_loss"].to_numpy(dtype=float).ravel(),
+        rec + hist["kl_weight"].to_numpy(dtype=float).ravel() * kl + weight * cls,
+        rtol=1e-4,
+    )
+
+
+def test_per_step_logging_is_still_available(adata):
+    model = LinearVI(adata, n_latent=4)
+    model.train(max_epochs=1, batch_size=64, plan_kwargs={"on_step": True}, **TRAIN_KW)
+    assert any(k.startswith("train_loss") for k in model.history)
+
+
+def test_adam_is_fused_and_custom_optimisers_are_kept(adata):
+    model = LinearVI(adata, n_latent=4)
+    plan = GlassTrainingPlan(model.module)
+    optimizer = plan.configure_optimizers()["optimizer"]
+    assert isinstance(optimizer, torch.optim.Adam) and optimizer.defaults["fused"]
+    assert optimizer.defaults["weight_decay"] == 0.0
+    plan = GlassTrainingPlan(model.module, optimizer="AdamW", lr=5e-3)
+    optimizer = plan.configure_optimizers()["optimizer"]
+    assert isinstance(optimizer, torch.optim.AdamW) and optimizer.defaults["lr"] == 5e-3
+    plan = GlassTrainingPlan(
+        model.module,
+        optimizer="Custom",
+        optimizer_creator=lambda params: torch.optim.SGD(params, lr=0.1),
+    )
+    assert isinstance(plan.configure_optimizers()["optimizer"], torch.optim.SGD)
+
+
+def test_category_offsets_equal_row_lookups():
+    torch.manual_seed(0)
+    dec = LinearFeatureDecoder(3, 7, n_batch=4, n_cats_per_cov=[2, 5], n_continuous_cov=1)
+    with torch.no_grad():
+        for p in dec.parameters():
+            p.normal_()
+    z = torch.randn(10, 3)
+    batch = torch.randint(0, 4, (10, 1))
+    cats = torch.stack([torch.randint(0, 2, (10,)), torch.randint(0, 5, (10,))], dim=1)
+    cont = torch.randn(10, 1)
+    expected = (
+        z @ dec.weight.T
+        + dec.bias
+        + dec.batch_offset[batch[:, 0]]
+        + dec.cat_offsets[0][cats[:, 0]]
+        + dec.cat_offsets[1][cats[:, 1]]
+        + cont @ dec.cont_slope
+    )
+    torch.testing.assert_close(dec(z, batch, cats, cont), expected)
+    # one batch: its offset row acts as part of the bias
+    single = LinearFeatureDecoder(3, 7, n_batch=1)
+    with torch.no_grad():
+        single.batch_offset.normal_()
+    zeros = torch.zeros(10, 1, dtype=torch.long)
+    torch.testing.assert_close(
+        single(z, zeros), z @ single.weight.T + single.bias + single.batch_offset[0]
+    )
