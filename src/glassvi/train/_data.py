@@ -604,7 +604,7 @@ class GlassDataSplitter(DataSplitter):
         return self._loader(self.test_idx, False, False)
 
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
-        """Densify sparse minibatches once they are on the device (keeping their non-zero positions)."""
+        """Densify sparse minibatches on the device, keeping their non-zero positions."""
         if not self.load_sparse_tensor:
             return batch
         out, positions = {}, {}
