@@ -1,18 +1,21 @@
-"""LinearVI against scvi-tools' LinearSCVI, side by side on the same data and machine.
+"""LinearVI and ProgramVI against scvi-tools' LinearSCVI, side by side on one machine.
 
 For each dataset (simulated 10,000 cells x 2,000 genes with planted programs, and the real
-immune1k counts), both models are trained with the same architecture (n_latent, n_hidden,
-n_layers, dropout), batch size, learning rate, number of epochs and train/validation split
-(scvi-tools' seeded split, so the held-out cells are the same). Each training run is its own
-process (so peak memory is that model's), and runs of the models alternate ``--repeats``
-times so that load on the machine falls on both alike.
+immune1k counts), LinearVI and LinearSCVI are trained with the same architecture (n_latent,
+n_hidden, n_layers, dropout), batch size, learning rate, number of epochs and train/validation
+split (scvi-tools' seeded split, so the held-out cells are the same). ProgramVI uses the same
+encoder and batch size with one latent unit per program (the simulation's planted programs;
+Hallmark for immune1k), and LinearSCVI is also trained with glassvi's CPU allocator settings
+(``glassvi.train.tune_cpu_allocator``) to show how much of the difference they account for. Each
+training run is its own process (so peak memory is that model's), and the order of the models
+rotates over ``--repeats`` so that load on the machine falls on all alike.
 
 Reported per model: wall and CPU seconds per epoch (median over epochs after the first and over
 repeats), peak resident memory of the training process, and the held-out reconstruction NLL per
-cell. The NLL is computed the same way for both: the posterior-mean latent (and, for LinearSCVI,
+cell. The NLL is computed the same way for all: the posterior-mean latent (and, for LinearSCVI,
 the posterior-mean library size) is decoded and scored with scvi-tools' negative binomial
-``log_prob`` on the same held-out cells' raw counts. Ratios (LinearVI / LinearSCVI) are taken
-within the run.
+``log_prob`` on the same held-out cells' raw counts. Ratios (to LinearSCVI) are taken within the
+run.
 
 Run: ``python benchmarks/linear.py [--quick]``; writes ``benchmarks/results/linear.json``.
 """
@@ -35,8 +38,11 @@ sys.path.insert(0, str(HERE))
 
 ARCH = {"n_latent": 10, "n_hidden": 128, "n_layers": 1, "dropout_rate": 0.1}
 #: LinearSCVI_tuned_allocator is LinearSCVI trained with glassvi's CPU allocator settings
-#: (glassvi.train.tune_cpu_allocator), to show how much of the difference they account for
-MODELS = ("LinearVI", "LinearSCVI", "LinearSCVI_tuned_allocator")
+#: (glassvi.train.tune_cpu_allocator), to show how much of the difference they account for;
+#: ProgramVI uses the same encoder and batch size, with one latent unit per program of the mask
+#: stored in varm["programs"] (the planted programs of the simulation, Hallmark for immune1k)
+MODELS = ("LinearVI", "LinearSCVI", "LinearSCVI_tuned_allocator", "ProgramVI")
+PROGRAM_ARCH = {k: v for k, v in ARCH.items() if k != "n_latent"}
 
 
 # ----------------------------------------------------------------------------- worker
@@ -76,12 +82,16 @@ def worker(args) -> None:
     torch.set_num_threads(args.threads) if args.threads else None
     scvi.settings.seed = 0
     adata = ad.read_h5ad(args.data)
-    cls = glassvi.model.LinearVI if args.model == "LinearVI" else scvi.model.LinearSCVI
-    if args.model == "LinearSCVI_tuned_allocator":
-        glassvi.train.tune_cpu_allocator()
     batch_key = "batch" if "batch" in adata.obs else None
-    cls.setup_anndata(adata, batch_key=batch_key)
-    model = cls(adata, **ARCH)
+    if args.model == "ProgramVI":
+        glassvi.model.ProgramVI.setup_anndata(adata, batch_key=batch_key)
+        model = glassvi.model.ProgramVI(adata, **PROGRAM_ARCH)
+    else:
+        cls = glassvi.model.LinearVI if args.model == "LinearVI" else scvi.model.LinearSCVI
+        if args.model == "LinearSCVI_tuned_allocator":
+            glassvi.train.tune_cpu_allocator()
+        cls.setup_anndata(adata, batch_key=batch_key)
+        model = cls(adata, **ARCH)
     n_params = sum(p.numel() for p in model.module.parameters())
     timer = EpochTimer()
     with PeakRSS() as mem:
@@ -117,9 +127,12 @@ def make_datasets(quick: bool, workdir: Path) -> dict[str, dict]:
     n_cells, n_genes = (3000, 1000) if quick else (10_000, 2000)
     sim = glassvi.data.simulate(n_cells=n_cells, n_genes=n_genes, n_batches=2, seed=0)
     del sim.layers["counts"]
+    planted = np.asarray(sim.varm["true_programs"], dtype=bool)
     sim = ad.AnnData(sim.X, obs=sim.obs[["batch"]].copy(), var=sim.var[[]].copy())
+    sim.varm["programs"] = planted
     real = glassvi.data.immune1k()
-    real = ad.AnnData(real.layers["counts"].copy(), obs=real.obs[[]].copy())
+    real = ad.AnnData(real.layers["counts"].copy(), obs=real.obs[[]].copy(), var=real.var[[]])
+    glassvi.pp.add_programs(real, glassvi.data.hallmark())
     out = {}
     for name, adata in ((f"simulated_{n_cells}x{n_genes}", sim), ("immune1k", real)):
         path = workdir / f"{name}.h5ad"
@@ -129,6 +142,7 @@ def make_datasets(quick: bool, workdir: Path) -> dict[str, dict]:
             "n_cells": int(adata.n_obs),
             "n_genes": int(adata.n_vars),
             "density": float(adata.X.nnz / (adata.n_obs * adata.n_vars)),
+            "n_programs": int(np.asarray(adata.varm["programs"]).shape[1]),
         }
     return out
 
@@ -203,6 +217,8 @@ def compare(name: str, info: dict, epochs: int, repeats: int, batch_size: int, t
             "peak_rss": a["peak_rss_train_gib"] / b["peak_rss_train_gib"],
             "epoch_wall_time_vs_tuned_allocator": a["median_epoch_wall_s"]
             / tuned["median_epoch_wall_s"],
+            "programvi_epoch_wall_time": per_model["ProgramVI"]["median_epoch_wall_s"]
+            / b["median_epoch_wall_s"],
         },
         "heldout_nll_difference": a["heldout_nll_per_cell"] - b["heldout_nll_per_cell"],
         "heldout_nll_relative_difference": (a["heldout_nll_per_cell"] - b["heldout_nll_per_cell"])
@@ -250,7 +266,8 @@ def main() -> None:
         print(
             f"[linear] {c['dataset']}: time/epoch ratio {r['epoch_wall_time']:.2f} "
             f"(cpu {r['epoch_cpu_time']:.2f}; vs LinearSCVI with the same allocator settings "
-            f"{r['epoch_wall_time_vs_tuned_allocator']:.2f}), peak RSS ratio {r['peak_rss']:.2f}, "
+            f"{r['epoch_wall_time_vs_tuned_allocator']:.2f}; ProgramVI "
+            f"{r['programvi_epoch_wall_time']:.2f}), peak RSS ratio {r['peak_rss']:.2f}, "
             f"held-out NLL diff {c['heldout_nll_difference']:+.2f}/cell"
         )
 

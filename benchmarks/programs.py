@@ -215,10 +215,11 @@ def main(argv=None) -> dict:
     python = expimap_python()
     results: dict = {"machine": machine(), "epochs": epochs, "quick": args.quick}
     if python is None:
-        print(
-            "expiMap: skipped (no environment with scArches; set GLASSVI_EXPIMAP_PYTHON or create "
+        results["expimap"] = (
+            "skipped (no environment with scArches; set GLASSVI_EXPIMAP_PYTHON or create "
             f"{EXPIMAP_CANDIDATES[0].parent.parent})"
         )
+        print(f"expiMap: {results['expimap']}")
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         adata = simulated(args.quick)
