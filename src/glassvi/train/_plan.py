@@ -104,12 +104,13 @@ class GlassTrainingPlan(TrainingPlan):
         if self._epoch_sums is None:
             self._extra_keys = list(extra)
         loss = out.loss.detach()
+        zero = torch.zeros((), dtype=loss.dtype, device=loss.device)
         values = [
             loss * n_obs,
             _as_tensor(out.reconstruction_loss_sum, loss),
             _as_tensor(out.kl_local_sum, loss),
             _as_tensor(out.kl_global_sum, loss),
-            *(extra[k].detach().to(loss.dtype) * n_obs for k in self._extra_keys),
+            *(extra.get(k, zero).detach().to(loss.dtype) * n_obs for k in self._extra_keys),
         ]
         step = torch.stack(values)
         counts = torch.tensor([n_obs, 1.0], dtype=loss.dtype, device=loss.device)
