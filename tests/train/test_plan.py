@@ -1,3 +1,6 @@
+import platform
+import sys
+
 import lightning.pytorch as pl
 import numpy as np
 import pytest
@@ -6,7 +9,7 @@ import torch
 import glassvi
 from glassvi.model import LinearVI
 from glassvi.module import LinearFeatureDecoder
-from glassvi.train import GlassTrainingPlan
+from glassvi.train import GlassTrainingPlan, release_free_memory, tune_cpu_allocator
 
 TRAIN_KW = {"enable_progress_bar": False, "accelerator": "cpu"}
 
@@ -127,3 +130,29 @@ def test_category_offsets_equal_row_lookups():
     torch.testing.assert_close(
         single(z, zeros), z @ single.weight.T + single.bias + single.batch_offset[0]
     )
+
+
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc",
+    reason="the allocator settings apply to glibc only",
+)
+def test_allocator_settings_apply_once_and_memory_is_released():
+    from glassvi.train import _allocator
+
+    assert tune_cpu_allocator() is True
+    assert _allocator._state["tuned"] is True
+    assert tune_cpu_allocator() is True  # idempotent
+    release_free_memory()
+
+
+def test_allocator_tuning_can_be_switched_off(adata, monkeypatch):
+    from glassvi.train import _plan
+
+    calls = []
+    monkeypatch.setattr(_plan, "tune_cpu_allocator", lambda: calls.append("tune"))
+    monkeypatch.setattr(_plan, "release_free_memory", lambda: calls.append("release"))
+    model = LinearVI(adata, n_latent=4)
+    model.train(max_epochs=1, batch_size=64, plan_kwargs={"tune_allocator": False}, **TRAIN_KW)
+    assert calls == []
+    model.train(max_epochs=1, batch_size=64, **TRAIN_KW)
+    assert calls == ["tune", "release"]
