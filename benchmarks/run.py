@@ -157,8 +157,8 @@ def programs_section(res: dict) -> list[str]:
         f"train {res['epochs']} epochs, each in its own process. AUROC: active vs decoy "
         "programs, scored by the variance of the activity across cells; activity r: mean "
         "Pearson correlation of estimated and true activities; member AUPRC: recovery of the "
-        "dropped members (soft "
-        "masks). Time ratio: time per epoch relative to expiMap with the same mask mode.",
+        "dropped members (soft masks). Time ratio: time per epoch relative to expiMap with the "
+        "same mask mode.",
         "",
     ]
     sim = res.get("simulated")
