@@ -111,3 +111,24 @@ def test_any_table_size_gives_the_same_values(table_size):
     default = FeatureNegativeBinomial(log_mu, log_theta).log_prob(x)
     other = FeatureNegativeBinomial(log_mu, log_theta, table_size=table_size).log_prob(x)
     torch.testing.assert_close(other, default, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("with_positions", [False, True])
+def test_poisson_matches_torch_with_and_without_positions(with_positions):
+    from torch.distributions import Poisson
+
+    from glassvi.module import FeaturePoisson
+
+    x = _counts(32, 120, 0.1, seed=9)
+    log_rate = (torch.randn(32, 120) * 2).requires_grad_()
+    expected = Poisson(log_rate.exp()).log_prob(x)
+    (g_expected,) = torch.autograd.grad(expected.sum(), log_rate)
+    positions = torch.from_numpy(np.flatnonzero(x.numpy().reshape(-1))) if with_positions else None
+    ours = FeaturePoisson(log_rate).log_prob(x, nonzero=positions)
+    (g_ours,) = torch.autograd.grad(ours.sum(), log_rate)
+    torch.testing.assert_close(ours, expected, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(g_ours, g_expected)
+    if with_positions:
+        # lgamma(x + 1) of the listed entries only: leaving some out changes the result
+        partial = FeaturePoisson(log_rate).log_prob(x, nonzero=positions[: len(positions) // 2])
+        assert not torch.allclose(partial, ours)

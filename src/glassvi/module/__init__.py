@@ -1,12 +1,13 @@
 """Torch modules: encoder, linear and masked decoders, likelihood heads."""
 
 from ._decoders import LinearFeatureDecoder
-from ._distributions import FeatureNegativeBinomial, nonzero_key
+from ._distributions import FeatureNegativeBinomial, FeaturePoisson, nonzero_key
 from ._program import ProgramDecoder, ProgramVAE
 from ._vae import LIKELIHOODS, GlassVAE
 
 __all__ = [
     "FeatureNegativeBinomial",
+    "FeaturePoisson",
     "GlassVAE",
     "LinearFeatureDecoder",
     "LIKELIHOODS",

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import torch
 from scvi.distributions import NegativeBinomial
+from torch.distributions import Poisson
 
 #: counts below this are read from the tables; larger ones are evaluated directly
 TABLE_SIZE = 32
@@ -255,3 +256,54 @@ class FeatureNegativeBinomial(NegativeBinomial):
             None if nonzero is None else values,
             self.table_size,
         )
+
+
+class FeaturePoisson(Poisson):
+    """Poisson distribution of counts parameterised by its log rate.
+
+    A :class:`torch.distributions.Poisson` whose :meth:`log_prob` uses the log rate directly
+    and evaluates ``lgamma(x + 1)``, which vanishes at zero counts and has no gradient, at the
+    non-zero counts only when their positions are given (as the data loader passes them for
+    sparse minibatches).
+
+    Parameters
+    ----------
+    log_rate
+        Log rate, shape ``(n_cells, n_features)``.
+    rate
+        ``exp(log_rate)``, when the caller has it already.
+
+    Examples
+    --------
+    >>> px = FeaturePoisson(torch.zeros(2, 3))
+    >>> px.log_prob(torch.ones(2, 3)).shape
+    torch.Size([2, 3])
+    """
+
+    def __init__(self, log_rate: torch.Tensor, rate: torch.Tensor | None = None):
+        super().__init__(torch.exp(log_rate) if rate is None else rate, validate_args=False)
+        self.log_rate = log_rate
+
+    def log_prob(self, value: torch.Tensor, nonzero: torch.Tensor | None = None) -> torch.Tensor:
+        """Element-wise log-likelihood of ``value`` (same shape as the rate).
+
+        Parameters
+        ----------
+        value
+            Counts, shape ``(n_cells, n_features)``.
+        nonzero
+            Flat (row-major) positions of the non-zero entries of ``value``; ``lgamma(x + 1)``
+            is then evaluated at these entries only. With ``None``, at every entry.
+
+        Returns
+        -------
+        Log-likelihood of every entry.
+        """
+        if value.shape != self.log_rate.shape:
+            return super().log_prob(value)
+        ll = value * self.log_rate - self.rate
+        if nonzero is None or value.requires_grad:
+            return ll - torch.lgamma(value + 1.0)
+        ll = ll.contiguous()
+        values = value.contiguous().reshape(-1).take(nonzero)
+        return ll.view(-1).index_add(0, nonzero, -torch.lgamma(values + 1.0)).view_as(ll)

@@ -10,12 +10,12 @@ from scvi.distributions import ZeroInflatedNegativeBinomial
 from scvi.module.base import BaseModuleClass, LossOutput, auto_move_data
 from scvi.nn import Encoder
 from torch import nn
-from torch.distributions import Bernoulli, Normal, Poisson
+from torch.distributions import Bernoulli, Normal
 from torch.distributions import kl_divergence as kl
 from torch.nn import functional as F
 
 from ._decoders import LinearFeatureDecoder
-from ._distributions import FeatureNegativeBinomial, nonzero_key
+from ._distributions import FeatureNegativeBinomial, FeaturePoisson, nonzero_key
 
 LIKELIHOODS = ("nb", "zinb", "poisson", "bernoulli")
 
@@ -343,7 +343,7 @@ class GlassVAE(BaseModuleClass):
                 continue
             log_mu, mu = _log_softmax_and_mean(eta, lib)
             if lik == "poisson":
-                px[mod] = Poisson(mu.clamp(min=1e-8))
+                px[mod] = FeaturePoisson(log_mu, mu)
                 continue
             log_theta = self.log_theta[mod]
             rows = None
@@ -369,7 +369,7 @@ class GlassVAE(BaseModuleClass):
             px = generative_outputs["px"][mod]
             if self.likelihoods[mod] == "bernoulli":
                 x = (x > 0).to(x.dtype)
-            if isinstance(px, FeatureNegativeBinomial):
+            if isinstance(px, FeatureNegativeBinomial | FeaturePoisson):
                 # the data loader passes the positions of the non-zero counts along
                 log_prob = px.log_prob(x, nonzero=tensors.get(nonzero_key(key)))
             else:
