@@ -69,23 +69,27 @@ def _tables(theta: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]
     return lg, torch.cumsum(inv, dim=1)
 
 
-def _table_positions(x, flat, values, theta_rows, n_feat, size):
-    """Positions in the flattened ``(R * G, size)`` tables, and the table column of each entry.
+def _table_columns(flat, theta_rows, n_feat):
+    """Column of the flattened ``(R * G, size)`` tables (dispersion row x feature) of entries.
 
-    Sparse form (``flat`` given): one position per listed entry. Dense form: one per entry of
-    ``x``, with ``values`` its flattened view.
+    ``flat`` holds flat (row-major) positions of entries of the cells x features minibatch.
     """
-    if flat is not None:
-        column = flat % n_feat
-        if theta_rows is not None:
-            column = column + theta_rows[torch.div(flat, n_feat, rounding_mode="floor")] * n_feat
-        return column * size + values.clamp(max=size - 1).to(torch.long), column
-    column = torch.arange(n_feat, device=x.device)
+    column = flat % n_feat
     if theta_rows is not None:
-        column = column + (theta_rows * n_feat).unsqueeze(-1)
-    column = column.expand_as(x)
-    position = x.clamp(max=size - 1).to(torch.long).add_(column * size)
-    return position.reshape(-1), column.reshape(-1)
+        column = column + theta_rows[torch.div(flat, n_feat, rounding_mode="floor")] * n_feat
+    return column
+
+
+def _table_positions(x, flat, values, theta_rows, n_feat, size):
+    """Positions in the flattened tables: of the listed entries, or of every entry of ``x``."""
+    if flat is not None:
+        column = _table_columns(flat, theta_rows, n_feat)
+        return column * size + values.clamp(max=size - 1).to(torch.long)
+    # every entry: the column offsets broadcast over cells (or come per cell and feature)
+    offset = torch.arange(n_feat, device=x.device) * size
+    if theta_rows is not None:
+        offset = offset + (theta_rows * (n_feat * size)).unsqueeze(-1)
+    return x.clamp(max=size - 1).to(torch.long).add_(offset).reshape(-1)
 
 
 class _NBLogProb(torch.autograd.Function):
@@ -120,13 +124,15 @@ class _NBLogProb(torch.autograd.Function):
         # counts, evaluated directly for the few larger ones
         if flat is None:
             values = x.reshape(-1)
-        position, column = _table_positions(x, flat, values, theta_rows, n_feat, table_size)
+        position = _table_positions(x, flat, values, theta_rows, n_feat, table_size)
         lg_table, dg_table = _tables(theta_all, table_size)
         lg = lg_table.take(position)
         large = None
         if values.numel() and float(values.max()) >= table_size:
             large = (values >= table_size).nonzero().squeeze(1)
-            xl, tl = values[large], theta_all.reshape(-1)[column[large]]
+            entries = large if flat is None else flat[large]
+            xl = values[large]
+            tl = theta_all.reshape(-1)[_table_columns(entries, theta_rows, n_feat)]
             lg[large] = torch.lgamma(xl + tl) - torch.lgamma(tl) - torch.lgamma(xl + 1)
         if flat is None:
             ll.view(-1).add_(lg)
