@@ -301,3 +301,30 @@ def test_seed_controls_the_order(model):
     scvi.settings.seed = 4
     b = np.concatenate(list(MinibatchSampler(np.arange(50), 10)))
     assert not np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("load_sparse_tensor", [False, True])
+def test_duplicate_entries_are_summed_and_listed_once(load_sparse_tensor):
+    # a CSR matrix that is not in canonical form: row 0 stores column 3 twice
+    data = np.array([2.0, 1.0, 4.0, 5.0], dtype=np.float32)
+    indices = np.array([3, 3, 7, 1], dtype=np.int32)
+    indptr = np.array([0, 3] + [4] * 99, dtype=np.int32)
+    matrix = sp.csr_matrix((data, indices, indptr), shape=(100, 40))
+    assert not matrix.has_canonical_format
+    adata = ad.AnnData(matrix)
+    LinearVI.setup_anndata(adata)
+    splitter = GlassDataSplitter(
+        LinearVI(adata).adata_manager,
+        batch_size=100,
+        train_size=1.0,
+        load_sparse_tensor=load_sparse_tensor,
+        shuffle_training=False,
+    )
+    splitter.setup()
+    batch = splitter.on_after_batch_transfer(next(iter(splitter.train_dataloader())), 0)
+    dense = batch["X"].numpy()
+    row0 = int(np.flatnonzero(np.asarray(splitter.train_idx) == 0)[0])
+    assert dense[row0, 3] == 3.0 and dense[row0, 7] == 4.0
+    positions = batch[nonzero_key("X")].numpy()
+    assert len(np.unique(positions)) == len(positions)
+    np.testing.assert_array_equal(np.sort(positions), np.flatnonzero(dense.reshape(-1)))

@@ -105,10 +105,7 @@ class _SparseSource(_Source):
         self.as_sparse_tensor = as_sparse_tensor
 
     def take(self, rows: np.ndarray):
-        block = self.matrix[rows]
-        if self.as_sparse_tensor:
-            return _to_sparse_tensor(block)
-        return _dense_with_nonzero(block)
+        return _sparse_minibatch(self.matrix[rows], self.as_sparse_tensor)
 
 
 class _DenseSource(_Source):
@@ -171,10 +168,7 @@ class _BackedSource(_Source):
     def take(self, rows: np.ndarray) -> torch.Tensor:
         # rows are sorted: HDF5 reads contiguous ranges far faster than scattered rows
         if self.sparse:
-            block = self._sparse_block(rows)
-            if self.as_sparse_tensor:
-                return _to_sparse_tensor(block)
-            return _dense_with_nonzero(block)
+            return _sparse_minibatch(self._sparse_block(rows), self.as_sparse_tensor)
         parts = [
             np.asarray(self.dataset[start:stop])[rows[(rows >= start) & (rows < stop)] - start]
             for start, stop in _runs(rows, self.max_gap)
@@ -182,29 +176,37 @@ class _BackedSource(_Source):
         return torch.from_numpy(np.concatenate(parts).astype(self.dtype, copy=False))
 
 
-def _dense_with_nonzero(block: sp.csr_matrix):
-    """The dense minibatch and the flat (row-major) positions of its stored entries.
+def _sparse_minibatch(block: sp.csr_matrix, as_sparse_tensor: bool):
+    """A sparse minibatch as a CSR tensor, or dense with the positions of its non-zeros.
 
-    The positions are only worth their cost for sparse minibatches: above
-    ``_POSITIONS_MAX_DENSITY`` the dense minibatch is returned alone.
+    Duplicate entries are summed first, so that every position is listed once. The positions
+    are only worth their cost for sparse minibatches: above ``_POSITIONS_MAX_DENSITY`` the dense
+    minibatch is returned alone.
     """
-    n_rows, n_cols = block.shape
-    if block.nnz > _POSITIONS_MAX_DENSITY * n_rows * n_cols:
-        return torch.from_numpy(block.toarray())
     if not block.has_canonical_format:
         block = block.copy()
         block.sum_duplicates()
-    rows = np.repeat(np.arange(n_rows, dtype=np.int64), np.diff(block.indptr))
-    flat = rows * n_cols + block.indices
-    return torch.from_numpy(block.toarray()), torch.from_numpy(flat)
+    if as_sparse_tensor:
+        return _to_sparse_tensor(block)
+    dense = torch.from_numpy(block.toarray())
+    positions = _nonzero_positions(
+        torch.from_numpy(block.indptr.astype(np.int64)),
+        torch.from_numpy(block.indices),
+        block.shape[1],
+    )
+    return dense if positions is None else (dense, positions)
 
 
-def _csr_tensor_positions(tensor: torch.Tensor) -> torch.Tensor:
-    """Flat (row-major) positions of the stored entries of a sparse CSR tensor."""
-    crow = tensor.crow_indices()
-    counts = crow[1:] - crow[:-1]
-    rows = torch.repeat_interleave(torch.arange(tensor.shape[0], device=crow.device), counts)
-    return rows * tensor.shape[1] + tensor.col_indices()
+def _nonzero_positions(crow: torch.Tensor, col: torch.Tensor, n_cols: int):
+    """Flat (row-major) positions of the stored entries of a CSR matrix given by its indices.
+
+    ``None`` when the matrix is denser than ``_POSITIONS_MAX_DENSITY``.
+    """
+    n_rows = crow.numel() - 1
+    if col.numel() > _POSITIONS_MAX_DENSITY * n_rows * n_cols:
+        return None
+    rows = torch.repeat_interleave(torch.arange(n_rows, device=crow.device), crow[1:] - crow[:-1])
+    return rows * n_cols + col.to(torch.int64)
 
 
 def _to_sparse_tensor(block: sp.csr_matrix) -> torch.Tensor:
@@ -610,8 +612,11 @@ class GlassDataSplitter(DataSplitter):
         out, positions = {}, {}
         for key, value in batch.items():
             if isinstance(value, torch.Tensor) and value.layout == torch.sparse_csr:
-                if value._nnz() <= _POSITIONS_MAX_DENSITY * value.shape[0] * value.shape[1]:
-                    positions[nonzero_key(key)] = _csr_tensor_positions(value)
+                found = _nonzero_positions(
+                    value.crow_indices(), value.col_indices(), value.shape[1]
+                )
+                if found is not None:
+                    positions[nonzero_key(key)] = found
                 value = value.to_dense()
             elif isinstance(value, torch.Tensor) and value.layout != torch.strided:
                 value = value.to_dense()
