@@ -104,17 +104,17 @@ class GlassTrainingPlan(TrainingPlan):
         if self._epoch_sums is None:
             self._extra_keys = list(extra)
         loss = out.loss.detach()
-        zero = torch.zeros((), dtype=loss.dtype, device=loss.device)
-        values = [
-            loss * n_obs,
-            _as_tensor(out.reconstruction_loss_sum, loss),
-            _as_tensor(out.kl_local_sum, loss),
-            _as_tensor(out.kl_global_sum, loss),
-            *(extra.get(k, zero).detach().to(loss.dtype) * n_obs for k in self._extra_keys),
-        ]
-        step = torch.stack(values)
-        counts = torch.tensor([n_obs, 1.0], dtype=loss.dtype, device=loss.device)
-        step = torch.cat([step, counts])
+        step = torch.stack(
+            [
+                loss * n_obs,
+                _as_tensor(out.reconstruction_loss_sum, loss),
+                _as_tensor(out.kl_local_sum, loss),
+                _as_tensor(out.kl_global_sum, loss),
+                *(_as_tensor(extra.get(k, 0.0), loss) * n_obs for k in self._extra_keys),
+            ]
+        )
+        # the last two entries count cells and minibatches
+        step = torch.cat([step, step.new_tensor([n_obs, 1.0])])
         self._epoch_sums = step if self._epoch_sums is None else self._epoch_sums + step
         return out.loss
 
