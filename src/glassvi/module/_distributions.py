@@ -175,8 +175,8 @@ class FeatureNegativeBinomial(NegativeBinomial):
     """Negative binomial whose inverse dispersion is one value per feature (or feature and batch).
 
     A :class:`scvi.distributions.NegativeBinomial` (same ``mu``/``theta`` attributes, sampling
-    and moments) whose :meth:`log_prob` evaluates the count-dependent terms at the non-zero
-    counts only, from per-feature tables, as described in this module. Fractional values and
+    and moments) whose :meth:`log_prob` reads the count-dependent terms from per-feature tables,
+    at the non-zero counts only when their positions are given, as described in this module. Fractional values and
     counts that require a gradient use scvi-tools' own evaluation.
 
     Parameters
@@ -221,7 +221,6 @@ class FeatureNegativeBinomial(NegativeBinomial):
         theta = torch.exp(log_theta[0] if theta_rows is None else log_theta[theta_rows])
         mu = torch.exp(log_mu) if mu is None else mu
         super().__init__(mu=mu, theta=theta, validate_args=False)
-        self._mu = mu
         self.log_mu = log_mu
         self.log_theta = log_theta
         self.theta_rows = theta_rows
@@ -255,7 +254,7 @@ class FeatureNegativeBinomial(NegativeBinomial):
         return _NBLogProb.apply(
             value,
             self.log_mu,
-            self._mu,
+            self.mu,
             self.log_theta,
             self.theta_rows,
             nonzero,
