@@ -176,8 +176,8 @@ class FeatureNegativeBinomial(NegativeBinomial):
 
     A :class:`scvi.distributions.NegativeBinomial` (same ``mu``/``theta`` attributes, sampling
     and moments) whose :meth:`log_prob` reads the count-dependent terms from per-feature tables,
-    at the non-zero counts only when their positions are given, as described in this module. Fractional values and
-    counts that require a gradient use scvi-tools' own evaluation.
+    at the non-zero counts only when their positions are given, as described in this module.
+    Fractional values and counts that require a gradient use scvi-tools' own evaluation.
 
     Parameters
     ----------
