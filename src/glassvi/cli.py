@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+from . import _keys
+
 MODELS = ("program", "linear")
 BUNDLED_PROGRAMS = ("hallmark", "reactome", "go_bp")
 
@@ -198,12 +200,14 @@ def run(args: argparse.Namespace) -> int:
     data, description = _load(args.data, args)
     print(f"glassvi: data {description}: {data.n_obs} cells", flush=True)
     if args.model == "program":
-        model_cls, prefix, weights = ProgramVI, "programvi", "programvi_weights"
+        model_cls, prefix = ProgramVI, _keys.PROGRAMVI
+        weights = _keys.weights(prefix, _keys.PROGRAMVI_WEIGHTS)
         print(f"glassvi: {_add_programs(data, args)}", flush=True)
         _setup(model_cls, data, args)
         model = model_cls(data, n_denovo=args.n_denovo)
     else:
-        model_cls, prefix, weights = LinearVI, "linearvi", "linearvi_loadings"
+        model_cls, prefix = LinearVI, _keys.LINEARVI
+        weights = _keys.weights(prefix, _keys.LINEARVI_WEIGHTS)
         _setup(model_cls, data, args)
         model = model_cls(data, n_latent=args.n_latent)
     print(f"glassvi: training {model_cls.__name__} for {args.epochs} epochs", flush=True)
@@ -219,7 +223,7 @@ def run(args: argparse.Namespace) -> int:
         model.explain(
             method=args.attribution, target="labels", n_steps=20, progress_bar=not args.quiet
         )
-        attribution_key = f"{prefix}_{args.attribution}_labels"
+        attribution_key = _keys.attribution(prefix, args.attribution, "labels")
     out.mkdir(parents=True, exist_ok=True)
     is_mudata = isinstance(data, MuData)
     result_path = out / ("results.h5mu" if is_mudata else "results.h5ad")
@@ -227,7 +231,7 @@ def run(args: argparse.Namespace) -> int:
     model.save(out / "model", overwrite=True, save_anndata=False)
     summary = _program_summary(model, args.top) if args.model == "program" else None
     print(summary or _summary(model, args.top))
-    keys = f"obsm['X_{prefix}'], varm['{weights}'], uns['{prefix}']"
+    keys = f"obsm['{_keys.latent(prefix)}'], varm['{weights}'], uns['{prefix}']"
     if args.model == "program":
         keys += ", varm['programs'] (the program masks)"
     if attribution_key is not None:

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from .. import _keys
 from ._utils import (
     available,
     check_columns,
@@ -21,7 +22,7 @@ from ._utils import (
 
 
 def _basis_key(data: Any, basis: str) -> str:
-    key = basis if basis in data.obsm else f"X_{basis}"
+    key = basis if basis in data.obsm else _keys.latent(basis)
     if key not in data.obsm:
         raise KeyError(
             f"basis {basis!r}: {key!r} is not in .obsm (available obsm keys: "

@@ -12,6 +12,8 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from .. import _keys
+
 logger = logging.getLogger(__name__)
 
 #: dots per inch of saved figures unless ``dpi`` is given
@@ -62,7 +64,7 @@ def default_latent_key(data: Any) -> str:
 def default_weights_key(data: Any) -> str:
     """Return the varm key of the first glassvi weights found in any modality."""
     candidates = [r.get("weights_key") for r in _records(data) if r.get("weights_key")]
-    candidates += ["programvi_weights", "linearvi_loadings"]
+    candidates += list(_keys.DEFAULT_WEIGHTS)
     for key in candidates:
         for container in containers(data).values():
             if key in container.varm:

@@ -9,6 +9,8 @@ import pandas as pd
 from anndata import AnnData
 from mudata import MuData
 
+from .. import _keys
+
 logger = logging.getLogger(__name__)
 
 
@@ -73,7 +75,7 @@ def rank_features(
     >>> glassvi.tl.rank_features(adata, "linearvi_integrated_gradients_labels", "B cells", n=10)
     """
     if isinstance(group, tuple):
-        group = "|".join(map(str, group))
+        group = _keys.GROUP_SEP.join(map(str, group))
     if n is not None and (not isinstance(n, int | np.integer) or n < 1):
         raise ValueError(f"n must be a positive integer or None, got {n!r}.")
     frames = []
