@@ -253,7 +253,7 @@ def test_bad_input_fails_before_computing(trained, monkeypatch):
     def boom(*args, **kwargs):
         raise AssertionError("attribution ran")
 
-    monkeypatch.setattr("glassvi.model._attribution.attribute", boom)
+    monkeypatch.setattr("glassvi.explain._explain.attribute", boom)
     with pytest.raises(ValueError, match="Unknown explain method"):
         model.explain(method="lime")
     with pytest.raises(ValueError, match="Unknown explain target"):

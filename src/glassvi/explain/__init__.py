@@ -1,30 +1,37 @@
 """Post-hoc feature attributions of glassvi models (integrated gradients, DeepLIFT, SHAP, ...).
 
 Use them through :meth:`glassvi.model.LinearVI.explain` (``method="integrated_gradients"``,
-...), which reads the data, runs the engine and writes the results into the AnnData/MuData.
-The pieces here work on tensors and arrays.
+...), which runs :func:`explain_model`: it reads the data, runs the engine and writes the
+results into the AnnData/MuData. The methods are the entries of :data:`METHODS`; the engine
+works on tensors and arrays.
 """
 
-from ._engine import (
+from ._engine import AttributionResult, StreamingMeans, attribute
+from ._explain import explain_model
+from ._methods import (
     ATTRIBUTION_METHODS,
     CAPTUM_METHODS,
     DEFAULT_BASELINE,
-    AttributionResult,
-    StreamingMeans,
-    attribute,
+    METHODS,
+    MethodSpec,
 )
+from ._protocol import ExplainableModel
 from ._targets import TARGETS, TargetModel
-from ._write import GROUP_SEP, attribution_results
+from ._write import GROUP_SEP, attribution_results, write_results
 
 __all__ = [
     "ATTRIBUTION_METHODS",
     "CAPTUM_METHODS",
     "DEFAULT_BASELINE",
     "GROUP_SEP",
+    "METHODS",
     "TARGETS",
     "AttributionResult",
+    "MethodSpec",
     "StreamingMeans",
     "TargetModel",
     "attribute",
     "attribution_results",
+    "explain_model",
+    "write_results",
 ]

@@ -15,33 +15,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from ._methods import METHODS, MethodSpec, method_spec
 from ._targets import TargetModel
 
 logger = logging.getLogger(__name__)
 
-#: captum-based methods, by name
-CAPTUM_METHODS = (
-    "integrated_gradients",
-    "deeplift",
-    "deeplift_shap",
-    "gradient_shap",
-    "input_x_gradient",
-    "saliency",
-)
-#: every post-hoc attribution method
-ATTRIBUTION_METHODS = (*CAPTUM_METHODS, "shap")
-#: the baseline each method uses when none is given
-DEFAULT_BASELINE = {
-    "integrated_gradients": "zeros",
-    "deeplift": "zeros",
-    "deeplift_shap": "background",
-    "gradient_shap": "background",
-    "input_x_gradient": None,
-    "saliency": None,
-    "shap": "background",
-}
-#: methods whose attributions come with a completeness (convergence) delta
-_WITH_DELTA = ("integrated_gradients", "deeplift", "deeplift_shap", "gradient_shap")
 #: largest number of input values one integrated-gradients forward pass may hold
 _MAX_ELEMENTS = 2**25
 
@@ -194,7 +172,7 @@ def expand_baseline(
     """
     if baseline is None:
         return None
-    if method in ("deeplift_shap", "gradient_shap") or baseline[0].shape[0] == 1:
+    if not METHODS[method].pairs_background or baseline[0].shape[0] == 1:
         return tuple(baseline)
     draw = torch.randint(baseline[0].shape[0], (n_cells,), generator=generator)
     draw = draw.to(baseline[0].device)
@@ -202,9 +180,6 @@ def expand_baseline(
 
 
 # ------------------------------------------------------------------------------ attribution
-#: methods run on the summed target (rows are independent, so the gradient of the sum over
-#: cells is every cell's own gradient, taken in one backward pass)
-_SUMMED = ("integrated_gradients", "input_x_gradient", "saliency")
 
 
 class SummedTarget(nn.Module):
@@ -227,21 +202,12 @@ class SummedTarget(nn.Module):
         return out.gather(1, args[k].reshape(-1, 1)).sum().reshape(1)
 
 
-def _captum_explainer(method: str, model: TargetModel):
+def _captum_explainer(spec: MethodSpec, model: TargetModel):
     from captum import attr
 
-    if method in _SUMMED:
-        model = SummedTarget(model)
-
-    classes = {
-        "integrated_gradients": attr.IntegratedGradients,
-        "deeplift": attr.DeepLift,
-        "deeplift_shap": attr.DeepLiftShap,
-        "gradient_shap": attr.GradientShap,
-        "input_x_gradient": attr.InputXGradient,
-        "saliency": attr.Saliency,
-    }
-    return classes[method](model)
+    # summed methods: rows are independent, so the gradient of the sum over cells is every
+    # cell's own gradient, taken in one backward pass
+    return getattr(attr, spec.captum_class)(SummedTarget(model) if spec.summed else model)
 
 
 def _captum_attribute(
@@ -254,12 +220,11 @@ def _captum_attribute(
     n_steps: int,
     n_samples: int,
 ) -> tuple[tuple[torch.Tensor, ...], torch.Tensor | None]:
-    if method in _SUMMED:
+    spec = METHODS[method]
+    if spec.summed:
         # the target index travels with the covariates; captum expands it with the inputs
-        kwargs = {"additional_forward_args": (target, *covariates)}
-        if method == "saliency":
-            return explainer.attribute(inputs, abs=False, **kwargs), None
-        if method == "input_x_gradient":
+        kwargs = {"additional_forward_args": (target, *covariates), **spec.captum_kwargs}
+        if not spec.uses_n_steps:
             return explainer.attribute(inputs, **kwargs), None
         n_values = sum(x.shape[1] for x in inputs)
         rows = max(1, _MAX_ELEMENTS // max(n_values, 1))
@@ -277,9 +242,10 @@ def _captum_attribute(
         "additional_forward_args": covariates,
         "baselines": baselines,
         "return_convergence_delta": True,
+        **spec.captum_kwargs,
     }
-    if method == "gradient_shap":
-        kwargs.update(n_samples=n_samples, stdevs=0.0)
+    if spec.n_samples is not None:
+        kwargs["n_samples"] = n_samples
     with warnings.catch_warnings():
         # captum announces its DeepLIFT hooks on every call
         warnings.filterwarnings("ignore", message="Setting forward, backward hooks")
@@ -389,7 +355,7 @@ def attribute(
     batches
         Minibatches of cells (inputs on the model's device).
     method
-        One of :data:`ATTRIBUTION_METHODS`.
+        A name in :data:`~glassvi.explain.METHODS`.
     n_cells
         Number of rows of the cell-level results.
     n_targets
@@ -425,8 +391,7 @@ def attribute(
     >>> res.mean[0].shape  # (1 + groups, targets, features)
     (1, 10, 200)
     """
-    if method not in ATTRIBUTION_METHODS:
-        raise ValueError(f"Unknown method {method!r}; choose from {ATTRIBUTION_METHODS}.")
+    spec = method_spec(method)
     predicted_mode = model.target == "labels"
     device = next(model.parameters()).device
     generator = torch.Generator().manual_seed(seed)
@@ -435,12 +400,12 @@ def attribute(
     n_score_cols = model.module.n_latent if predicted_mode else n_targets
     cell_scores = np.full((n_cells, n_score_cols), np.nan, dtype=np.float32)
     predicted = np.full(n_cells, -1, dtype=np.int64) if predicted_mode else None
-    with_delta = method in _WITH_DELTA
+    with_delta = spec.reports_delta
     delta = np.full((n_cells, 1 if predicted_mode else n_targets), np.nan) if with_delta else None
     gap = np.full_like(delta, np.nan) if with_delta else None
     per_cell: list[list[tuple[np.ndarray, int, np.ndarray]]] | None = None
 
-    if method == "shap":
+    if spec.backend == "shap":
         import shap
 
         if baseline is None:
@@ -448,7 +413,7 @@ def attribute(
         model.fixed_covariates = (None, None, None)
         explainer = None
     else:
-        explainer = _captum_explainer(method, model)
+        explainer = _captum_explainer(spec, model)
 
     for batch in batches:
         # inputs that already require gradients spare captum's per-call warning
@@ -473,7 +438,7 @@ def attribute(
         else:
             target_list = [torch.full((n,), t, device=device) for t in range(n_targets)]
 
-        if method == "shap":
+        if spec.backend == "shap":
             if explainer is None:
                 model.fixed_covariates = tuple(
                     c[:1] if isinstance(c, torch.Tensor) else None for c in batch.covariates
@@ -497,7 +462,8 @@ def attribute(
                     n_steps,
                     n_samples,
                 )
-                if method == "integrated_gradients":
+                if spec.summed and spec.reports_delta:
+                    # summed targets give no per-cell delta; compute completeness directly
                     d = _completeness_delta(model, attrs, outputs, bl, target, batch.covariates)
                 results.append((tuple(a.detach() for a in attrs), d))
 

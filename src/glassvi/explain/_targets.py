@@ -11,6 +11,24 @@ from torch import nn
 TARGETS = ("latent", "labels")
 
 
+def check_target(target: str | Callable) -> str:
+    """Validate an explanation target and return its name as used in result keys.
+
+    Examples
+    --------
+    >>> check_target("latent")
+    'latent'
+    """
+    if callable(target):
+        return target_label(target)
+    if not isinstance(target, str) or target not in TARGETS:
+        raise ValueError(
+            f"Unknown explain target {target!r}; choose from {', '.join(TARGETS)} or a "
+            "callable of the latent posterior mean."
+        )
+    return target
+
+
 class TargetModel(nn.Module):
     """A glassvi module seen as a function of its inputs with one output per target.
 
@@ -38,8 +56,7 @@ class TargetModel(nn.Module):
 
     def __init__(self, module: nn.Module, target: str | Callable):
         super().__init__()
-        if isinstance(target, str) and target not in TARGETS:
-            raise ValueError(f"Unknown target {target!r}; choose from {TARGETS} or a callable.")
+        check_target(target)
         if target == "labels" and getattr(module, "classifier", None) is None:
             raise ValueError("target='labels' needs a model with a classifier head.")
         self.module = module

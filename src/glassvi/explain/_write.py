@@ -3,22 +3,18 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
+from .. import _keys
+from .._keys import GROUP_SEP, group_columns
 from ._engine import AttributionResult
+from ._protocol import ExplainableModel
 
 logger = logging.getLogger(__name__)
-
-#: separator of group and target in the column names of per-group ``.varm`` entries
-GROUP_SEP = "|"
-
-
-def group_columns(groups: Sequence[str], targets: Sequence[str]) -> list[str]:
-    """Column names ``"<group>|<target>"`` of a per-group ``.varm`` entry, group-major."""
-    return [f"{g}{GROUP_SEP}{t}" for g in groups for t in targets]
 
 
 def convergence_stats(result: AttributionResult) -> dict:
@@ -85,22 +81,25 @@ def attribution_results(
     >>> results["varm"]["rna"]["linearvi_saliency_latent"].shape  # genes x factors
     """
     varm: dict[str, dict[str, pd.DataFrame]] = {}
-    keys = {"mean": key, "mean_abs": f"{key}_abs"}
-    by_key = f"{key}_by_{groupby}" if groupby is not None else None
+    keys = {"mean": key, "mean_abs": _keys.absolute(key)}
+    by_key = _keys.by_group(key, groupby) if groupby is not None else None
     if by_key is not None:
-        keys.update({"group_mean": by_key, "group_mean_abs": f"{by_key}_abs"})
+        keys.update({"group_mean": by_key, "group_mean_abs": _keys.absolute(by_key)})
     for m, (role, names) in enumerate(var_names.items()):
         entries = {
             key: pd.DataFrame(result.mean[m][0].T, index=names, columns=list(target_columns)),
-            f"{key}_abs": pd.DataFrame(
+            _keys.absolute(key): pd.DataFrame(
                 result.mean_abs[m][0].T, index=names, columns=list(target_columns)
             ),
         }
         if by_key is not None:
             cols = group_columns(group_names, target_columns)
-            for suffix, arr in (("", result.mean[m]), ("_abs", result.mean_abs[m])):
+            for entry, arr in (
+                (by_key, result.mean[m]),
+                (keys["group_mean_abs"], result.mean_abs[m]),
+            ):
                 flat = arr[1:].reshape(-1, arr.shape[-1]).T
-                entries[f"{by_key}{suffix}"] = pd.DataFrame(flat, index=names, columns=cols)
+                entries[entry] = pd.DataFrame(flat, index=names, columns=cols)
         varm[role] = entries
     cells = np.full((len(obs_names), len(cell_columns)), np.nan, dtype=np.float32)
     cells[explained] = result.cell_scores
@@ -129,3 +128,48 @@ def attribution_results(
         uns["group_separator"] = GROUP_SEP
         uns["n_cells_per_group_target"] = result.counts[1:].astype(int).tolist()
     return {"obsm": obsm, "varm": varm, "uns": {key: uns}}
+
+
+def write_results(model: ExplainableModel, adata, results: dict, stacklevel: int = 3) -> None:
+    """Write a results dict into the (Mu)Data, warning before overwriting keys.
+
+    Cell-level entries go to ``adata.obsm``, feature-level entries to the ``varm`` of the
+    AnnData (or MuData modality) holding each modality's features, metadata to ``adata.uns``.
+
+    Parameters
+    ----------
+    model
+        The model the results are of (it maps modality roles to MuData modalities).
+    adata
+        AnnData or MuData to write into.
+    results
+        ``{"obsm": {key: value}, "varm": {modality: {key: value}}, "uns": {key: value}}``.
+    stacklevel
+        Stack level of the overwrite warnings.
+
+    Examples
+    --------
+    >>> write_results(model, adata, {"obsm": {}, "varm": {}, "uns": {"my_key": {}}})
+    """
+    targets = [(adata.obsm, k, "obsm") for k in results["obsm"]]
+    for role, entries in results["varm"].items():
+        cont = model._container(adata, role)
+        mod = model._modality_names.get(role)
+        where = f"mdata[{mod!r}].varm" if mod is not None else "varm"
+        targets += [(cont.varm, k, where) for k in entries]
+    targets += [(adata.uns, k, "uns") for k in results["uns"]]
+    for store, key, where in targets:
+        if key in store:
+            warnings.warn(
+                f"Overwriting existing .{where}[{key!r}].", UserWarning, stacklevel=stacklevel
+            )
+    for key, value in results["obsm"].items():
+        adata.obsm[key] = value
+    for role, entries in results["varm"].items():
+        cont = model._container(adata, role)
+        for key, value in entries.items():
+            cont.varm[key] = value
+    for key, value in results["uns"].items():
+        adata.uns[key] = value
+    written = list(results["obsm"]) + [k for e in results["varm"].values() for k in e]
+    logger.info("added keys %s", ", ".join(written))

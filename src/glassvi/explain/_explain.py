@@ -1,0 +1,369 @@
+"""The explain job: validate, read the (Mu)Data, run the engine, shape and write the results.
+
+:func:`explain_model` is what ``model.explain(...)`` runs; it sees the model only through
+:class:`~glassvi.explain.ExplainableModel`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .. import _keys
+from ._engine import attribute
+from ._inputs import (
+    attribution_batches,
+    baseline_rows,
+    cell_groups,
+    cell_indices,
+    cell_masks,
+    check_same_features,
+)
+from ._methods import INTRINSIC, method_spec
+from ._protocol import ExplainableModel
+from ._targets import TargetModel, check_target
+from ._write import attribution_results, write_results
+
+logger = logging.getLogger(__name__)
+
+#: per-cell results larger than this (bytes) need ``indices=``
+_MAX_PER_CELL_BYTES = 2 * 1024**3
+#: cells per minibatch of post-hoc attributions
+_DEFAULT_BATCH_SIZE = 128
+
+
+def explain_model(
+    model: ExplainableModel,
+    adata=None,
+    method: str = INTRINSIC,
+    *,
+    target: str | Callable = "latent",
+    key_added: str | None = None,
+    inplace: bool = True,
+    batch_size: int | None = None,
+    indices: Sequence[int] | np.ndarray | None = None,
+    baseline: str | np.ndarray | Mapping[str, np.ndarray] | None = None,
+    n_steps: int = 50,
+    n_samples: int | None = None,
+    n_background: int | None = None,
+    groupby: str | None = None,
+    return_per_cell: bool = False,
+    seed: int = 0,
+    progress_bar: bool = True,
+) -> dict | None:
+    """Explain a model and write the explanation into the AnnData/MuData.
+
+    This is the body of :meth:`glassvi.model.LinearVI.explain` (and ProgramVI's); see there
+    for the keys written.
+
+    Parameters
+    ----------
+    model
+        A trained model (see :class:`ExplainableModel`).
+    adata
+        Data set up like the training data; defaults to the training data.
+    method
+        ``"weights"`` (intrinsic) or a name in :data:`METHODS`.
+    target
+        ``"latent"``, ``"labels"`` or a callable of the latent posterior mean.
+    key_added
+        Prefix of the keys written; defaults to the model's name.
+    inplace
+        Write into ``adata`` or return the results.
+    batch_size
+        Cells per minibatch (128 by default for attributions).
+    indices
+        Positions (or a boolean mask) of the cells to explain.
+    baseline
+        ``"zeros"``, ``"mean"``, ``"background"`` or arrays (one per modality); ``None``: the
+        method's default in :data:`METHODS`.
+    n_steps
+        Integration steps of integrated gradients.
+    n_samples
+        Random samples per cell of the sampling methods; ``None``: the method's default.
+    n_background
+        Background cells of ``baseline="background"``; ``None``: the method's default.
+    groupby
+        ``.obs`` column: also store the means over each of its groups.
+    return_per_cell
+        Also return every explained cell's attributions.
+    seed
+        Seed of the background sample and of random draws.
+    progress_bar
+        Show a progress bar over minibatches.
+
+    Returns
+    -------
+    As :meth:`glassvi.model.LinearVI.explain`: ``None`` (or the per-cell dict) when
+    ``inplace=True``, else the results dict.
+
+    Examples
+    --------
+    >>> explain_model(model, method="saliency", target="labels")
+    """
+    if method == INTRINSIC:
+        model._check_if_trained(warn=True)
+        adata = model._validate_anndata(adata)
+        key_added = key_added or model._prefix
+        with torch.inference_mode():
+            results = intrinsic_results(model, adata, key_added, batch_size)
+        if not inplace:
+            return results
+        write_results(model, adata, results, stacklevel=4)
+        return None
+    return _attribution_explain(
+        model,
+        adata,
+        method,
+        target,
+        key_added=key_added,
+        inplace=inplace,
+        batch_size=batch_size,
+        indices=indices,
+        baseline=baseline,
+        n_steps=n_steps,
+        n_samples=n_samples,
+        n_background=n_background,
+        groupby=groupby,
+        return_per_cell=return_per_cell,
+        seed=seed,
+        progress_bar=progress_bar,
+    )
+
+
+def intrinsic_results(model: ExplainableModel, adata, key_added: str, batch_size) -> dict:
+    """Results dict of the intrinsic explanation: latent representation and decoder weights.
+
+    Parameters
+    ----------
+    model
+        A trained model.
+    adata
+        Validated data set up like the training data.
+    key_added
+        Prefix of the keys.
+    batch_size
+        Minibatch size of the encoder.
+
+    Returns
+    -------
+    ``{"obsm": {...}, "varm": {modality: {...}}, "uns": {key_added: {...}}}``.
+
+    Examples
+    --------
+    >>> results = intrinsic_results(model, adata, "linearvi", None)
+    """
+    latent = model.get_latent_representation(adata, batch_size=batch_size)
+    columns = model._latent_names()
+    latent_key = _keys.latent(key_added)
+    obsm = {latent_key: pd.DataFrame(latent, index=adata.obs_names, columns=columns)}
+    weights_key = _keys.weights(key_added, model._weights_suffix)
+    varm = {
+        role: {
+            weights_key: pd.DataFrame(
+                model.module.loadings(role).cpu().numpy(),
+                index=model._container(adata, role).var_names,
+                columns=columns,
+            )
+        }
+        for role in model.modalities
+    }
+    uns = {
+        "model": type(model).__name__,
+        "method": INTRINSIC,
+        "latent_key": latent_key,
+        "weights_key": weights_key,
+        "columns": list(columns),
+        "modalities": {role: (model._modality_names.get(role) or "") for role in model.modalities},
+        "params": {
+            "n_latent": int(model.module.n_latent),
+            "likelihoods": dict(model.module.likelihoods),
+            "posterior": "mean",
+        },
+    }
+    extras = dict(model._intrinsic_extras())
+    uns["params"].update(extras.pop("params", {}))
+    uns.update(extras)
+    return {"obsm": obsm, "varm": varm, "uns": {key_added: uns}}
+
+
+def _target_columns(model: ExplainableModel, target) -> tuple[str, list[str]]:
+    name = check_target(target)
+    if callable(target):
+        return name, []
+    if target == "labels":
+        model._check_classifier()
+        return name, model._label_names()
+    return name, list(model._latent_names())
+
+
+def _callable_columns(model: ExplainableModel, target_model: TargetModel, name: str) -> list:
+    """Output names of a callable target, from one probe forward pass."""
+    module, device = model.module, model.device
+    probe = tuple(torch.zeros(2, module.n_features[r], device=device) for r in model.modalities)
+    batch0 = torch.zeros(2, 1, dtype=torch.long, device=device)
+    cats = (
+        torch.zeros(2, len(module.n_cats_per_cov), device=device)
+        if module.n_cats_per_cov
+        else None
+    )
+    conts = (
+        torch.zeros(2, module.n_continuous_cov, device=device) if module.n_continuous_cov else None
+    )
+    with torch.no_grad():
+        n_out = target_model(*probe, batch0, cats, conts).shape[1]
+    return [name] if n_out == 1 else [f"output_{j}" for j in range(n_out)]
+
+
+def _attribution_explain(
+    model: ExplainableModel,
+    adata,
+    method: str,
+    target: str | Callable,
+    *,
+    key_added: str | None,
+    inplace: bool,
+    batch_size: int | None,
+    indices: Sequence[int] | np.ndarray | None,
+    baseline: Any,
+    n_steps: int,
+    n_samples: int | None,
+    n_background: int | None,
+    groupby: str | None,
+    return_per_cell: bool,
+    seed: int,
+    progress_bar: bool,
+) -> dict | None:
+    # every check runs before any attribution is computed
+    spec = method_spec(method)
+    n_samples = spec.n_samples if n_samples is None else n_samples
+    n_background = spec.n_background if n_background is None else n_background
+    target_name, columns = _target_columns(model, target)
+    for name, value in (("n_steps", n_steps), ("n_samples", n_samples)):
+        if value is None:  # the method draws no samples
+            continue
+        if not isinstance(value, int | np.integer) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+    batch_size = _DEFAULT_BATCH_SIZE if batch_size is None else int(batch_size)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}.")
+    model._check_if_trained(warn=True)
+    adata = model._validate_anndata(adata)
+    check_same_features(model, adata)
+    group_codes, group_names = cell_groups(adata, groupby)
+    explained = cell_indices(adata, indices)
+    rows, baseline_name = baseline_rows(model, adata, method, baseline, n_background, seed)
+    module = model.module
+    target_model = TargetModel(module, target)
+    masks = cell_masks(model, target_name)
+    was_training = module.training
+    # gradients flow to the inputs only; frozen weights keep autograd from tracking them
+    trainable = [p for p in module.parameters() if p.requires_grad]
+    module.eval()
+    for p in trainable:
+        p.requires_grad_(False)
+    try:
+        if callable(target):
+            columns = _callable_columns(model, target_model, target_name)
+        n_per_cell = 1 if target_name == "labels" else len(columns)
+        if return_per_cell:
+            n_bytes = 4 * explained.size * sum(module.n_features.values()) * n_per_cell
+            if n_bytes > _MAX_PER_CELL_BYTES:
+                raise ValueError(
+                    f"return_per_cell would hold {n_bytes / 1024**3:.1f} GiB; pass indices= "
+                    "to explain a subset of cells."
+                )
+        batches = attribution_batches(
+            model,
+            adata,
+            explained,
+            group_codes,
+            batch_size,
+            progress_bar,
+            f"{method} ({target_name})",
+        )
+        result = attribute(
+            target_model,
+            batches,
+            method,
+            n_cells=explained.size,
+            n_targets=len(columns),
+            n_groups=len(group_names),
+            baseline=rows,
+            n_steps=n_steps,
+            n_samples=n_samples if n_samples is not None else 0,
+            cell_masks=masks,
+            return_per_cell=return_per_cell,
+            seed=seed,
+        )
+    finally:
+        module.train(was_training)
+        for p in trainable:
+            p.requires_grad_(True)
+
+    key = _keys.attribution(key_added or model._prefix, method, target_name)
+    if target_name == "labels":
+        cell_columns = list(model._latent_names())
+        cell_definition = (
+            "contribution z_k * W[c, k] of each latent unit to the logit of the predicted class c"
+        )
+    elif target_name == "latent" and masks is not None:
+        cell_columns = columns
+        cell_definition = "sum of |attribution| over the features annotated to each unit"
+    else:
+        cell_columns = columns
+        cell_definition = "sum of |attribution| over all features, per target"
+    meta = {
+        "model": type(model).__name__,
+        "method": method,
+        "target": target_name,
+        "baseline": baseline_name,
+        "n_background": int(rows[0].shape[0]) if baseline_name == "background" else 0,
+        "n_steps": int(n_steps) if spec.uses_n_steps else 0,
+        "n_samples": int(n_samples) if spec.n_samples is not None else 0,
+        "input": "counts (binarised accessibility for Bernoulli modalities)",
+        "obsm_definition": cell_definition,
+        "modalities": {r: (model._modality_names.get(r) or "") for r in model.modalities},
+    }
+    results = attribution_results(
+        result,
+        key=key,
+        var_names={r: model._container(adata, r).var_names for r in model.modalities},
+        obs_names=adata.obs_names,
+        explained=explained,
+        target_columns=columns,
+        cell_columns=cell_columns,
+        groupby=groupby,
+        group_names=group_names,
+        meta=meta,
+    )
+    per_cell = None
+    if return_per_cell:
+        per_cell = {
+            "attributions": dict(zip(model.modalities, result.per_cell)),
+            "obs_names": adata.obs_names[explained],
+            "columns": columns,
+            "delta": result.delta,
+        }
+        if result.predicted is not None:
+            per_cell["predicted"] = np.asarray(columns, dtype=object)[result.predicted]
+    conv = results["uns"][key]["convergence"]
+    if conv and not math.isnan(conv.get("relative_delta", float("nan"))):
+        logger.info(
+            "%s: mean |delta| %.3g (%.2g of the mean |output difference|)",
+            method,
+            conv["mean_abs_delta"],
+            conv["relative_delta"],
+        )
+    if not inplace:
+        if per_cell is not None:
+            results["per_cell"] = per_cell
+        return results
+    write_results(model, adata, results, stacklevel=4)
+    return per_cell
