@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import scipy.sparse as sp
+from scipy import sparse
 
 _CHUNK = 10_000
 _VALUES_CHUNK = 2**24
@@ -120,3 +123,50 @@ def check_layer(adata, layer: str | None, where: str) -> None:
 def get_matrix(adata, layer: str | None):
     """``adata.X`` or ``adata.layers[layer]``."""
     return adata.X if layer is None else adata.layers[layer]
+
+
+def to_bool_values(
+    values: np.ndarray | sparse.spmatrix | sparse.sparray,
+    column_names: Sequence[str],
+    what: str,
+) -> np.ndarray | sparse.csc_matrix:
+    """Check that ``values`` are boolean or 0/1 and return them as booleans.
+
+    Dense input gives a dense boolean array, sparse input a sparse CSC boolean matrix.
+    """
+    if sparse.issparse(values):
+        matrix = sparse.csc_matrix(values)
+        data = matrix.data
+    else:
+        matrix = None
+        data = np.asarray(values)
+    if data.dtype != bool:
+        if data.dtype.kind not in "biuf":
+            try:
+                data = data.astype(np.float64)
+            except (TypeError, ValueError):
+                raise ValueError(
+                    f"{what} must hold booleans or 0/1 values; found non-numeric values "
+                    f"(dtype {data.dtype})"
+                ) from None
+        is_one = data == 1
+        bad = ~(is_one | (data == 0))
+        if bad.any():
+            position = np.unravel_index(np.flatnonzero(bad)[0], bad.shape)
+            if matrix is not None:
+                column = int(np.searchsorted(matrix.indptr, position[0], side="right") - 1)
+            else:
+                column = int(position[-1]) if data.ndim == 2 else 0
+            value = data[position].item()
+            problem = "a missing value (NaN)" if np.isnan(value) else f"the value {value!r}"
+            raise ValueError(
+                f"{what} must hold booleans or 0/1 values; {int(bad.sum())} of {bad.size} "
+                f"{'stored ' if matrix is not None else ''}entries do not, "
+                f"e.g. {problem} in column {str(column_names[column])!r}"
+            )
+        data = is_one
+    if matrix is not None:
+        matrix = sparse.csc_matrix((data, matrix.indices, matrix.indptr), shape=matrix.shape)
+        matrix.eliminate_zeros()
+        return matrix
+    return data

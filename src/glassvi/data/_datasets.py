@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import gzip
 from pathlib import Path
 
 import anndata as ad
-import numpy as np
 import pandas as pd
+
+from .._genome import read_gene_positions
+from ..pp import read_gmt
 
 _FILES = Path(__file__).parent / "_files"
 
@@ -80,8 +81,6 @@ def immune1k() -> ad.AnnData:
 
 
 def _gene_sets(name: str) -> dict[str, list[str]]:
-    from ..pp import read_gmt
-
     return read_gmt(data_path(f"{name}.gmt.gz"))
 
 
@@ -146,9 +145,4 @@ def gene_positions() -> pd.DataFrame:
     --------
     >>> glassvi.data.gene_positions().head(2)
     """
-    with gzip.open(data_path("genes_hg38.tsv.gz"), "rt") as fh:
-        return pd.read_csv(
-            fh,
-            sep="\t",
-            dtype={"gene": str, "chrom": str, "start": np.int64, "end": np.int64, "strand": str},
-        )
+    return read_gene_positions(data_path("genes_hg38.tsv.gz"))

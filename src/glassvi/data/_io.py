@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .._genome import parse_peak_names
+
 logger = logging.getLogger(__name__)
 
 _TYPES = {"Gene Expression": "rna", "Peaks": "atac"}
@@ -38,8 +40,6 @@ def read_10x_multiome(path: str | Path):
     import h5py
     import mudata as md
     import scanpy as sc
-
-    from ..pp._peaks import parse_peak_names
 
     path = Path(path)
     if not path.exists():

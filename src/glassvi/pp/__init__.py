@@ -8,7 +8,8 @@
 """
 
 from ._gmt import read_gmt, write_gmt
-from ._peaks import add_peak_programs, add_peak_sets, link_peaks
+from ._links import link_peaks
+from ._peak_programs import add_peak_programs, add_peak_sets
 from ._programs import add_programs
 
 __all__ = [

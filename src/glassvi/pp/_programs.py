@@ -14,13 +14,13 @@ import pandas as pd
 from anndata import AnnData
 from scipy import sparse
 
+from .._validation import to_bool_values
 from ._gmt import read_gmt
 from ._utils import (
     check_anndata,
     dense_columns,
     examples,
     h5ad_safe,
-    to_bool_values,
     write_varm_mask,
 )
 
