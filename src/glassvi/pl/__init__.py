@@ -13,13 +13,13 @@ Every function takes the data (or the model, for :func:`history`) and the keys t
 - :func:`write_report`: all of the above as PNG files and one offline ``report.html``.
 """
 
-from .._report import write_report
 from ._differential import differential, differential_table
 from ._embedding import activity
 from ._features import top_features
 from ._heatmap import attribution_heatmap
 from ._history import history, history_frame
 from ._multiome import multiome_program
+from ._report import write_report
 
 __all__ = [
     "activity",
