@@ -6,10 +6,12 @@ import math
 import warnings
 from collections.abc import Mapping
 
+import numpy as np
 import torch
 from torch import nn
 
 from ._decoders import LinearFeatureDecoder
+from ._surgery import freeze_columns_hook, freeze_rows_hook, program_mask_from_state
 from ._vae import GlassVAE
 
 
@@ -442,6 +444,16 @@ class ProgramVAE(GlassVAE):
             norms.append(torch.cat([prog.detach(), denovo]))
         return torch.sqrt(sum(norms))
 
+    @staticmethod
+    def mask_from_state(
+        state: Mapping[str, torch.Tensor], role: str, shape: tuple[int, int]
+    ) -> np.ndarray | None:
+        """Features x programs mask of modality ``role`` in a saved state dict of this class.
+
+        ``None`` when the state has another number of programs than ``shape[1]``.
+        """
+        return program_mask_from_state(state, role, shape)
+
     @torch.no_grad()
     def add_denovo_(self, n_new: int) -> None:
         """Append ``n_new`` trainable de novo units; the existing units are kept fixed.
@@ -462,12 +474,12 @@ class ProgramVAE(GlassVAE):
             new.bias[n_old:] = 0.0
             for param in (new.weight, new.bias):
                 param.requires_grad_(True)
-                param.register_hook(_freeze_rows_hook(n_old))
+                param.register_hook(freeze_rows_hook(n_old))
             setattr(self.z_encoder, name, new)
         for dec in self.decoders.values():
             dec.add_denovo_(n_new)
             dec.weight.requires_grad_(True)
-            dec.weight.register_hook(_freeze_columns_hook(n_old - dec.n_programs))
+            dec.weight.register_hook(freeze_columns_hook(n_old - dec.n_programs))
         if self.classifier is not None:
             old = self.classifier
             new = nn.Linear(n_old + n_new, old.out_features, device=old.weight.device)
@@ -479,21 +491,3 @@ class ProgramVAE(GlassVAE):
         self.n_latent += n_new
         self.n_denovo += n_new
         self.z_encoder.n_output = self.n_latent
-
-
-def _freeze_rows_hook(n_frozen: int):
-    def hook(grad: torch.Tensor) -> torch.Tensor:
-        grad = grad.clone()
-        grad[:n_frozen] = 0
-        return grad
-
-    return hook
-
-
-def _freeze_columns_hook(n_frozen: int):
-    def hook(grad: torch.Tensor) -> torch.Tensor:
-        grad = grad.clone()
-        grad[:, :n_frozen] = 0
-        return grad
-
-    return hook

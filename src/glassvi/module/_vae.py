@@ -16,6 +16,7 @@ from torch.nn import functional as F
 
 from ._decoders import LinearFeatureDecoder
 from ._distributions import FeatureNegativeBinomial, FeaturePoisson, nonzero_key
+from ._surgery import train_new_categories_
 
 LIKELIHOODS = ("nb", "zinb", "poisson", "bernoulli")
 
@@ -423,6 +424,14 @@ class GlassVAE(BaseModuleClass):
         """Apply the decoders' constraints after an optimiser step."""
         for dec in self.decoders.values():
             dec.project_()
+
+    def train_new_categories_(self, ref_state: Mapping[str, torch.Tensor]) -> None:
+        """After reference mapping, train only the offsets of categories new to ``ref_state``.
+
+        ``ref_state`` is the reference module's state dict; see
+        :meth:`glassvi.model.LinearVI.load_query_data`.
+        """
+        train_new_categories_(self, ref_state)
 
     def loadings(self, modality: str) -> torch.Tensor:
         """Decoder weights (features x latent) of one modality, as used in the forward pass."""

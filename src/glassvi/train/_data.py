@@ -26,7 +26,7 @@ from scvi.data import AnnDataManager
 from scvi.dataloaders import DataSplitter
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from ..module._distributions import nonzero_key
+from ..module import nonzero_key
 
 logger = logging.getLogger(__name__)
 
