@@ -1,49 +1,31 @@
-"""Shared machinery of glassvi's model classes: registration, construction, intrinsic explain."""
+"""Shared machinery of glassvi's model classes: construction, accessors, explain, query mapping."""
 
 from __future__ import annotations
 
 import logging
-import warnings
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 from anndata import AnnData
 from mudata import MuData
 from scvi import REGISTRY_KEYS
-from scvi.data import AnnDataManager, fields
 from scvi.model.base import ArchesMixin, BaseModelClass, UnsupervisedTrainingMixin, VAEMixin
 
-from .._validation import check_counts, check_layer, check_obs_keys, get_matrix, row_sums
+from .._validation import row_sums
+from ..explain import explain_model
 from ..module import LIKELIHOODS, GlassVAE
 from ..train import GlassDataSplitter, GlassTrainingPlan
-from ._attribution import AttributionMixin
-from ._classifier import DEFAULT_UNLABELED_CATEGORY, ClassifierMixin
+from ._classifier import ClassifierMixin
+from ._query import reference_state
+from ._setup import DEFAULT_LIKELIHOOD, FIRST_KEY, SECOND_KEY, SetupMixin
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_LIKELIHOOD = {"rna": "nb", "atac": "bernoulli"}
-#: registry key of each modality's counts when one or two modalities are registered
-_FIRST_KEY, _SECOND_KEY = REGISTRY_KEYS.X_KEY, REGISTRY_KEYS.ATAC_X_KEY
-
-
-def _validate_adata_for_setup(
-    adata: AnnData,
-    layer: str | None,
-    where: str,
-    obs_keys: dict[str, Any],
-) -> None:
-    check_layer(adata, layer, where)
-    check_obs_keys(adata.obs, obs_keys, where)
-    what = f"{where}.layers[{layer!r}]" if layer is not None else f"{where}.X"
-    check_counts(get_matrix(adata, layer), what)
-
 
 class GlassModelBase(
+    SetupMixin,
     ClassifierMixin,
-    AttributionMixin,
     ArchesMixin,
     VAEMixin,
     UnsupervisedTrainingMixin,
@@ -61,152 +43,6 @@ class GlassModelBase(
     _prefix = "glassvi"
     _weights_suffix = "weights"
 
-    # ------------------------------------------------------------------------- registration
-    @classmethod
-    def _setup_anndata_fields(
-        cls,
-        layer: str | None,
-        batch_key: str | None,
-        labels_key: str | None,
-        categorical_covariate_keys: list[str] | None,
-        continuous_covariate_keys: list[str] | None,
-        size_factor_key: str | None,
-        unlabeled_category: str = DEFAULT_UNLABELED_CATEGORY,
-    ) -> list:
-        if labels_key is None:
-            labels_field = fields.CategoricalObsField(REGISTRY_KEYS.LABELS_KEY, None)
-        else:
-            labels_field = fields.LabelsWithUnlabeledObsField(
-                REGISTRY_KEYS.LABELS_KEY, labels_key, unlabeled_category
-            )
-        return [
-            fields.LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=True),
-            fields.CategoricalObsField(REGISTRY_KEYS.BATCH_KEY, batch_key),
-            labels_field,
-            fields.NumericalObsField(
-                REGISTRY_KEYS.SIZE_FACTOR_KEY, size_factor_key, required=False
-            ),
-            fields.CategoricalJointObsField(
-                REGISTRY_KEYS.CAT_COVS_KEY, categorical_covariate_keys
-            ),
-            fields.NumericalJointObsField(REGISTRY_KEYS.CONT_COVS_KEY, continuous_covariate_keys),
-        ]
-
-    @classmethod
-    def _register(cls, adata, anndata_fields: list, setup_method_args: dict, **kwargs) -> None:
-        adata_manager = AnnDataManager(fields=anndata_fields, setup_method_args=setup_method_args)
-        adata_manager.register_fields(adata, **kwargs)
-        cls.register_manager(adata_manager)
-
-    @classmethod
-    def _check_setup_anndata(cls, adata, modality, layer, obs_keys) -> None:
-        if not isinstance(adata, AnnData):
-            raise TypeError(
-                f"setup_anndata expects an AnnData, got {type(adata).__name__}; "
-                "use setup_mudata for MuData."
-            )
-        if modality not in DEFAULT_LIKELIHOOD:
-            raise ValueError(f"modality must be 'rna' or 'atac', got {modality!r}.")
-        _validate_adata_for_setup(adata, layer, "adata", obs_keys)
-
-    @classmethod
-    def _resolve_mudata_modalities(
-        cls, mdata: MuData, rna_layer, atac_layer, obs_keys: dict, modalities: dict | None
-    ) -> dict:
-        if not isinstance(mdata, MuData):
-            raise TypeError(f"setup_mudata expects a MuData, got {type(mdata).__name__}.")
-        if modalities is None:
-            modalities = {f"{m}_layer": m for m in ("rna", "atac") if m in mdata.mod}
-        modalities = dict(modalities)
-        roles = {r: modalities.get(f"{r}_layer") for r in ("rna", "atac")}
-        if all(v is None for v in roles.values()):
-            raise KeyError(
-                "No modality to model: pass modalities={'rna_layer': ..., 'atac_layer': ...} "
-                f"naming modalities of the MuData (it has {list(mdata.mod)})."
-            )
-        for role, mod in roles.items():
-            if mod is None:
-                continue
-            if mod not in mdata.mod:
-                raise KeyError(
-                    f"modality {mod!r} (for {role}) is not in the MuData (modalities: "
-                    f"{list(mdata.mod)})."
-                )
-            sub = mdata[mod]
-            if sub.n_obs != mdata.n_obs or not sub.obs_names.equals(mdata.obs_names):
-                raise ValueError(
-                    f"Cells are not aligned across modalities: {mod!r} has {sub.n_obs} cells, "
-                    f"the MuData has {mdata.n_obs}, or they are in another order. Keep the "
-                    "cells measured in every modality first, e.g. muon.pp.intersect_obs(mdata)."
-                )
-            layer = rna_layer if role == "rna" else atac_layer
-            _validate_adata_for_setup(sub, layer, f"mdata[{mod!r}]", {})
-        for arg, value in obs_keys.items():
-            mod = modalities.get(arg)
-            obs = mdata[mod].obs if mod is not None else mdata.obs
-            where = f"mdata[{mod!r}]" if mod is not None else "mdata"
-            check_obs_keys(obs, {arg: value}, where)
-        return modalities
-
-    @classmethod
-    def _setup_mudata_fields(
-        cls,
-        modalities: Mapping[str, str | None],
-        rna_layer,
-        atac_layer,
-        batch_key,
-        labels_key,
-        categorical_covariate_keys,
-        continuous_covariate_keys,
-        size_factor_key,
-        unlabeled_category: str = DEFAULT_UNLABELED_CATEGORY,
-    ) -> list:
-        size_keys = [size_factor_key] if isinstance(size_factor_key, str) else size_factor_key
-        if labels_key is None:
-            labels_field = fields.MuDataCategoricalObsField(
-                REGISTRY_KEYS.LABELS_KEY, None, mod_key=modalities.get("labels_key")
-            )
-        else:
-            labels_field = fields.MuDataLabelsWithUnlabeledObsField(
-                REGISTRY_KEYS.LABELS_KEY,
-                labels_key,
-                unlabeled_category,
-                mod_key=modalities.get("labels_key"),
-            )
-        mudata_fields = [
-            fields.MuDataCategoricalObsField(
-                REGISTRY_KEYS.BATCH_KEY, batch_key, mod_key=modalities.get("batch_key")
-            ),
-            labels_field,
-            fields.MuDataNumericalJointObsField(
-                REGISTRY_KEYS.SIZE_FACTOR_KEY,
-                size_keys,
-                mod_key=modalities.get("size_factor_key"),
-                required=False,
-            ),
-            fields.MuDataCategoricalJointObsField(
-                REGISTRY_KEYS.CAT_COVS_KEY,
-                categorical_covariate_keys,
-                mod_key=modalities.get("categorical_covariate_keys"),
-            ),
-            fields.MuDataNumericalJointObsField(
-                REGISTRY_KEYS.CONT_COVS_KEY,
-                continuous_covariate_keys,
-                mod_key=modalities.get("continuous_covariate_keys"),
-            ),
-        ]
-        keys = iter([_FIRST_KEY, _SECOND_KEY])
-        for role, layer in (("rna", rna_layer), ("atac", atac_layer)):
-            mod = modalities.get(f"{role}_layer")
-            if mod is None:
-                continue
-            mudata_fields.append(
-                fields.MuDataLayerField(
-                    next(keys), layer, mod_key=mod, is_count_data=True, mod_required=True
-                )
-            )
-        return mudata_fields
-
     # ------------------------------------------------------------------------- construction
     def _modality_layout(self) -> tuple[dict[str, str], dict[str, str | None]]:
         """Modality role -> registry key, and role -> MuData modality name (None for AnnData)."""
@@ -215,10 +51,10 @@ class GlassModelBase(
         if registry.get("setup_method_name") == "setup_mudata":
             mods = args.get("modalities") or {}
             roles = [r for r in ("rna", "atac") if mods.get(f"{r}_layer") is not None]
-            keys = dict(zip(roles, [_FIRST_KEY, _SECOND_KEY]))
+            keys = dict(zip(roles, [FIRST_KEY, SECOND_KEY]))
             return keys, {r: mods[f"{r}_layer"] for r in roles}
         role = args.get("modality", "rna")
-        return {role: _FIRST_KEY}, {role: None}
+        return {role: FIRST_KEY}, {role: None}
 
     def _resolve_likelihoods(self, likelihood, roles) -> dict[str, str]:
         if likelihood is None:
@@ -316,62 +152,9 @@ class GlassModelBase(
         mod = self._modality_names.get(role)
         return adata[mod] if mod is not None else adata
 
-    def _intrinsic_results(self, adata, key_added: str, batch_size: int | None) -> dict:
-        latent = self.get_latent_representation(adata, batch_size=batch_size)
-        columns = self._latent_names()
-        obsm = {f"X_{key_added}": pd.DataFrame(latent, index=adata.obs_names, columns=columns)}
-        weights_key = f"{key_added}_{self._weights_suffix}"
-        varm = {
-            role: {
-                weights_key: pd.DataFrame(
-                    self.module.loadings(role).cpu().numpy(),
-                    index=self._container(adata, role).var_names,
-                    columns=columns,
-                )
-            }
-            for role in self.modalities
-        }
-        uns = {
-            "model": type(self).__name__,
-            "method": "weights",
-            "latent_key": f"X_{key_added}",
-            "weights_key": weights_key,
-            "columns": list(columns),
-            "modalities": {
-                role: (self._modality_names.get(role) or "") for role in self.modalities
-            },
-            "params": {
-                "n_latent": int(self.module.n_latent),
-                "likelihoods": dict(self.module.likelihoods),
-                "posterior": "mean",
-            },
-        }
-        return {"obsm": obsm, "varm": varm, "uns": {key_added: uns}}
-
-    def _write_results(self, adata, results: dict) -> None:
-        """Write computed results into the (Mu)Data, warning before overwriting keys."""
-        targets = [(adata.obsm, k, "obsm") for k in results["obsm"]]
-        for role, entries in results["varm"].items():
-            cont = self._container(adata, role)
-            mod = self._modality_names.get(role)
-            where = f"mdata[{mod!r}].varm" if mod is not None else "varm"
-            targets += [(cont.varm, k, where) for k in entries]
-        targets += [(adata.uns, k, "uns") for k in results["uns"]]
-        for store, key, where in targets:
-            if key in store:
-                warnings.warn(
-                    f"Overwriting existing .{where}[{key!r}].", UserWarning, stacklevel=3
-                )
-        for key, value in results["obsm"].items():
-            adata.obsm[key] = value
-        for role, entries in results["varm"].items():
-            cont = self._container(adata, role)
-            for key, value in entries.items():
-                cont.varm[key] = value
-        for key, value in results["uns"].items():
-            adata.uns[key] = value
-        written = list(results["obsm"]) + [k for e in results["varm"].values() for k in e]
-        logger.info("added keys %s", ", ".join(written))
+    def _intrinsic_extras(self) -> dict:
+        """Model-specific ``.uns`` fields of ``explain(method="weights")``; none here."""
+        return {}
 
     def explain(
         self,
@@ -499,24 +282,11 @@ class GlassModelBase(
         >>> model.explain(method="integrated_gradients", target="labels", groupby="batch")
         >>> glassvi.tl.rank_features(adata, "linearvi_integrated_gradients_labels", "B cells")
         """
-        if method == "weights":
-            self._check_if_trained(warn=True)
-            adata = self._validate_anndata(adata)
-            key_added = key_added or self._prefix
-            with torch.inference_mode():
-                results = self._intrinsic_results(adata, key_added, batch_size)
-            if not inplace:
-                return results
-            self._write_results(adata, results)
-            return None
-        if n_samples is None:
-            n_samples = 200 if method == "shap" else 20
-        if n_background is None:
-            n_background = 20 if method == "deeplift_shap" else 100
-        return self._attribution_explain(
+        return explain_model(
+            self,
             adata,
             method,
-            target,
+            target=target,
             key_added=key_added,
             inplace=inplace,
             batch_size=batch_size,
@@ -559,38 +329,9 @@ class GlassModelBase(
         >>> query_model = glassvi.model.LinearVI.load_query_data(query, model)
         >>> query_model.train(max_epochs=100)
         """
-        from scvi.model.base._archesmixin import _get_loaded_data
-
-        _, _, ref_state, _ = _get_loaded_data(reference_model, device="cpu")
+        _, ref_state = reference_state(reference_model)
         model = super().load_query_data(adata, reference_model, **kwargs)
         if kwargs.get("unfrozen", False):
             return model
-        key = "z_encoder.encoder.fc_layers.Layer 0.0.weight"
-        n_ref_cols = ref_state[key].shape[1]
-        first = model.module.z_encoder.encoder.fc_layers[0][0]
-        n_input = first.weight.shape[1] - sum(model.module.z_encoder.encoder.n_cat_list)
-        if n_ref_cols == n_input and model.module.n_batch > 1:
-            # a single-batch reference has no batch column (scvi-tools drops one-category
-            # covariates); its cells must keep a zero effect, not the new column's random init
-            with torch.no_grad():
-                first.weight[:, n_input] = 0.0
-        for role, decoder in model.module.decoders.items():
-            params = {"batch_offset": decoder.batch_offset}
-            params.update({f"cat_offsets.{j}": p for j, p in enumerate(decoder.cat_offsets)})
-            for name, param in params.items():
-                n_ref = ref_state[f"decoders.{role}.{name}"].shape[0]
-                if param.shape[0] > n_ref:
-                    param.requires_grad = True
-                    param.register_hook(_zero_rows_hook(n_ref))
+        model.module.train_new_categories_(ref_state)
         return model
-
-
-def _zero_rows_hook(n_frozen: int):
-    """Gradient hook that keeps the first ``n_frozen`` rows (reference categories) fixed."""
-
-    def hook(grad: torch.Tensor) -> torch.Tensor:
-        grad = grad.clone()
-        grad[:n_frozen] = 0
-        return grad
-
-    return hook

@@ -30,9 +30,6 @@ class ClassifierMixin:
     def _labels_state(self) -> dict:
         return self.adata_manager.get_state_registry(REGISTRY_KEYS.LABELS_KEY)
 
-    def _unlabeled_category(self):
-        return self._labels_state().get("unlabeled_category")
-
     def _label_names(self) -> list[str]:
         """Names of the label classes in head order (the unlabelled category excluded)."""
         state = self._labels_state()

@@ -9,7 +9,9 @@ import pandas as pd
 from anndata import AnnData
 from mudata import MuData
 
+from .. import _keys
 from ._base import GlassModelBase
+from ._docs import setup_docs
 
 logger = logging.getLogger(__name__)
 
@@ -62,8 +64,8 @@ class LinearVI(GlassModelBase):
     >>> model.explain()  # adata.obsm["X_linearvi"], adata.varm["linearvi_loadings"]
     """
 
-    _prefix = "linearvi"
-    _weights_suffix = "loadings"
+    _prefix = _keys.LINEARVI
+    _weights_suffix = _keys.LINEARVI_WEIGHTS
 
     def __init__(
         self,
@@ -121,6 +123,7 @@ class LinearVI(GlassModelBase):
         return self._weights_frame(modality)
 
     @classmethod
+    @setup_docs
     def setup_anndata(
         cls,
         adata: AnnData,
@@ -141,52 +144,24 @@ class LinearVI(GlassModelBase):
 
         Parameters
         ----------
-        adata
-            AnnData of raw counts (cells x genes, or cells x peaks).
-        layer
-            Layer holding the counts; ``None`` uses ``adata.X``.
-        batch_key
-            ``obs`` column of batches.
-        labels_key
-            ``obs`` column of cell labels; with two or more labels the model trains a cell-label
-            head (see ``classifier``).
-        categorical_covariate_keys
-            ``obs`` columns of extra categorical covariates.
-        continuous_covariate_keys
-            ``obs`` columns of extra continuous covariates.
-        size_factor_key
-            ``obs`` column of per-cell size factors used instead of the observed library size.
-        modality
-            ``"rna"`` (default) or ``"atac"``: sets the default likelihood and the encoder's input
-            transform.
-        unlabeled_category
-            Value of ``labels_key`` that marks unlabelled cells (semi-supervised training).
+        %(adata)s
+        %(layer)s
+        %(batch_key)s
+        %(labels_key)s
+        %(covariate_keys)s
+        %(size_factor_key)s
+        %(modality)s
+        %(unlabeled_category)s
 
         Examples
         --------
         >>> glassvi.model.LinearVI.setup_anndata(adata, layer="counts", batch_key="batch")
         """
         setup_method_args = cls._get_setup_method_args(**locals())
-        obs_keys = {
-            "batch_key": batch_key,
-            "labels_key": labels_key,
-            "categorical_covariate_keys": categorical_covariate_keys,
-            "continuous_covariate_keys": continuous_covariate_keys,
-            "size_factor_key": size_factor_key,
-        }
-        cls._check_setup_anndata(adata, modality, layer, obs_keys)
-        anndata_fields = cls._setup_anndata_fields(
-            layer,
-            batch_key,
-            labels_key,
-            categorical_covariate_keys,
-            continuous_covariate_keys,
-            size_factor_key,
-            unlabeled_category=unlabeled_category,
-        )
-        cls._register(adata, anndata_fields, setup_method_args, **kwargs)
+        cls._setup_anndata_from(adata, setup_method_args, **kwargs)
 
     @classmethod
+    @setup_docs
     def setup_mudata(
         cls,
         mdata: MuData,
@@ -205,30 +180,15 @@ class LinearVI(GlassModelBase):
 
         Parameters
         ----------
-        mdata
-            MuData whose modalities hold raw counts of the same cells in the same order.
-        rna_layer
-            Layer of the RNA modality holding counts; ``None`` uses its ``.X``.
-        atac_layer
-            Layer of the ATAC modality holding counts (or binary accessibility).
-        batch_key
-            Column of batches, in ``mdata.obs`` or in the modality named by
-            ``modalities["batch_key"]``.
-        labels_key
-            Column of cell labels; with two or more labels the model trains a cell-label head.
-        categorical_covariate_keys
-            Columns of extra categorical covariates.
-        continuous_covariate_keys
-            Columns of extra continuous covariates.
-        size_factor_key
-            Column(s) of size factors, one per modelled modality in the order RNA, ATAC.
-        modalities
-            Which MuData modality holds each input, e.g.
-            ``{"rna_layer": "rna", "atac_layer": "atac", "batch_key": "rna"}``. Defaults to the
-            modalities named ``"rna"`` and ``"atac"`` that the MuData has. Leave out
-            ``rna_layer`` or ``atac_layer`` to model one modality only.
-        unlabeled_category
-            Value of ``labels_key`` that marks unlabelled cells.
+        %(mdata)s
+        %(rna_layer)s
+        %(atac_layer)s
+        %(mudata_batch_key)s
+        %(mudata_labels_key)s
+        %(mudata_covariate_keys)s
+        %(mudata_size_factor_key)s
+        %(modalities)s
+        %(unlabeled_category)s
 
         Examples
         --------
@@ -236,26 +196,4 @@ class LinearVI(GlassModelBase):
         >>> glassvi.model.LinearVI.setup_mudata(mdata, batch_key="batch")
         """
         setup_method_args = cls._get_setup_method_args(**locals())
-        obs_keys = {
-            "batch_key": batch_key,
-            "labels_key": labels_key,
-            "categorical_covariate_keys": categorical_covariate_keys,
-            "continuous_covariate_keys": continuous_covariate_keys,
-            "size_factor_key": size_factor_key,
-        }
-        modalities = cls._resolve_mudata_modalities(
-            mdata, rna_layer, atac_layer, obs_keys, modalities
-        )
-        setup_method_args["setup_args"]["modalities"] = modalities
-        mudata_fields = cls._setup_mudata_fields(
-            modalities,
-            rna_layer,
-            atac_layer,
-            batch_key,
-            labels_key,
-            categorical_covariate_keys,
-            continuous_covariate_keys,
-            size_factor_key,
-            unlabeled_category=unlabeled_category,
-        )
-        cls._register(mdata, mudata_fields, setup_method_args, **kwargs)
+        cls._setup_mudata_from(mdata, setup_method_args, **kwargs)

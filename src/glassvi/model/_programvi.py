@@ -11,69 +11,28 @@ import pandas as pd
 import torch
 from anndata import AnnData
 from mudata import MuData
-from scipy import sparse
 from scvi.data import fields
 
+from .. import _keys
 from ..module import ProgramVAE
-from ..pp._utils import to_bool_values
 from ._base import GlassModelBase
+from ._differential import DifferentialProgramsMixin
+from ._docs import setup_docs
+from ._masks import (
+    PROGRAM_REGISTRY_KEYS,
+    ROLES,
+    check_masks,
+    program_key_for,
+    program_masks_of,
+    program_registry_key,
+    read_mask,
+)
+from ._query import prepare_query_masks, reference_state
 
 logger = logging.getLogger(__name__)
 
-_ROLES = ("rna", "atac")
 
-
-def _program_registry_key(role: str) -> str:
-    """Registry key of the program mask of one modality role."""
-    return f"program_mask_{role}"
-
-
-_PROGRAM_REGISTRY_KEYS = tuple(_program_registry_key(r) for r in _ROLES)
-
-
-def _read_mask(container: AnnData, key: str, where: str) -> tuple[np.ndarray, list[str]]:
-    """Validated boolean mask (features x programs) and program names of one modality."""
-    if key not in container.varm:
-        available = list(container.varm.keys())
-        raise KeyError(
-            f"program mask {key!r} not found in {where}.varm (keys: {available}); build it "
-            "with glassvi.pp.add_programs (or glassvi.pp.add_peak_programs for peaks) or pass "
-            "program_key=..."
-        )
-    stored = container.varm[key]
-    what = f"{where}.varm[{key!r}]"
-    if isinstance(stored, pd.DataFrame):
-        names = [str(c) for c in stored.columns]
-        values = stored.to_numpy()
-    else:
-        values = stored
-        if getattr(values, "ndim", 2) != 2:
-            raise ValueError(f"{what} must be a 2-d features x programs mask.")
-        provenance = container.uns.get(key, {})
-        uns_names = provenance.get("names") if isinstance(provenance, dict) else None
-        if uns_names is not None and len(uns_names) == values.shape[1]:
-            names = [str(n) for n in uns_names]
-        else:
-            names = [f"program_{i}" for i in range(values.shape[1])]
-    if values.shape[0] != container.n_vars or values.ndim != 2:
-        raise ValueError(
-            f"{what} has shape {values.shape}, expected ({container.n_vars}, n_programs)."
-        )
-    if values.shape[1] == 0:
-        raise ValueError(f"{what} has no programs (0 columns).")
-    duplicated = pd.Index(names)[pd.Index(names).duplicated()]
-    if len(duplicated):
-        raise ValueError(
-            f"{what} has duplicated program names, e.g. {list(duplicated[:3])}; names must be "
-            "unique."
-        )
-    mask = to_bool_values(values, names, what)
-    if sparse.issparse(mask):
-        mask = mask.toarray()
-    return np.ascontiguousarray(mask, dtype=bool), names
-
-
-class ProgramVI(GlassModelBase):
+class ProgramVI(DifferentialProgramsMixin, GlassModelBase):
     """Gene-program VAE: every latent unit is a named program, for RNA, ATAC or multiome.
 
     The decoder of each modality is linear and masked: latent unit ``k`` can only drive the
@@ -143,8 +102,8 @@ class ProgramVI(GlassModelBase):
     """
 
     _module_cls = ProgramVAE
-    _prefix = "programvi"
-    _weights_suffix = "weights"
+    _prefix = _keys.PROGRAMVI
+    _weights_suffix = _keys.PROGRAMVI_WEIGHTS
 
     def __init__(
         self,
@@ -172,9 +131,7 @@ class ProgramVI(GlassModelBase):
             raise ValueError(f"group_lasso must be >= 0, got {group_lasso}.")
         super().__init__(adata)
         kwargs = self._module_kwargs_from_registry(likelihood, classifier=classifier)
-        names, masks = self._program_masks_of(
-            self.adata, self.adata_manager.registry["setup_args"]
-        )
+        names, masks = program_masks_of(self.adata, self.adata_manager.registry["setup_args"])
         self._program_names = names
         self.module = self._module_cls(
             **kwargs,
@@ -199,36 +156,6 @@ class ProgramVI(GlassModelBase):
         self.init_params_ = self._get_init_params(locals())
 
     # ------------------------------------------------------------------------- masks
-    @classmethod
-    def _program_masks_of(
-        cls, adata: AnnData | MuData, setup_args: dict
-    ) -> tuple[list[str], dict[str, np.ndarray]]:
-        """Program names and aligned masks (role -> features x programs) of registered data."""
-        per_role = {}
-        if isinstance(adata, MuData):
-            mods = setup_args.get("modalities") or {}
-            for role in _ROLES:
-                mod = mods.get(f"{role}_layer")
-                if mod is None:
-                    continue
-                key = cls._program_key_for(setup_args["program_key"], role)
-                per_role[role] = _read_mask(adata[mod], key, f"mdata[{mod!r}]")
-        else:
-            role = setup_args.get("modality", "rna")
-            per_role[role] = _read_mask(adata, setup_args["program_key"], "adata")
-        return _align_programs(per_role)
-
-    @staticmethod
-    def _program_key_for(program_key: str | dict, role: str) -> str:
-        if isinstance(program_key, str):
-            return program_key
-        if role not in program_key:
-            raise KeyError(
-                f"program_key has no entry for the {role!r} modality; pass a dict with keys "
-                f"{list(_ROLES)} (the modelled ones) or one key for all modalities."
-            )
-        return program_key[role]
-
     @property
     def program_names(self) -> list[str]:
         """Names of the annotated programs, in latent order."""
@@ -246,7 +173,7 @@ class ProgramVI(GlassModelBase):
         """
         manager = self.get_anndata_manager(adata) if adata is not None else self.adata_manager
         manager = manager or self.adata_manager
-        return [k for k in manager.data_registry if k not in _PROGRAM_REGISTRY_KEYS]
+        return [k for k in manager.data_registry if k not in PROGRAM_REGISTRY_KEYS]
 
     def _make_data_loader(
         self,
@@ -413,169 +340,25 @@ class ProgramVI(GlassModelBase):
         out.attrs["norm"] = pd.Series(norms, index=out.index, name="norm")
         return out
 
-    def _intrinsic_results(self, adata, key_added: str, batch_size: int | None) -> dict:
-        results = super()._intrinsic_results(adata, key_added, batch_size)
+    def _intrinsic_extras(self) -> dict:
         active = self.active_programs()
-        meta = results["uns"][key_added]
-        meta["programs"] = np.asarray(self.program_names, dtype=object)
-        meta["params"].update(
-            {
+        return {
+            "programs": np.asarray(self.program_names, dtype=object),
+            "params": {
                 "n_programs": int(self.module.n_programs),
                 "n_denovo": int(self.module.n_denovo),
                 "mask_mode": self.module.mask_mode,
                 "group_lasso": float(self.module.group_lasso),
                 "soft_penalty": float(self.module.soft_penalty),
                 "nonnegative": bool(self.module.nonnegative),
-            }
-        )
-        meta["active"] = active.to_numpy()
-        meta["weight_norm"] = active.attrs["norm"].to_numpy()
-        return results
-
-    # ------------------------------------------------------------------------- differential
-    @torch.inference_mode()
-    def differential_programs(
-        self,
-        groupby: str,
-        group1: str | Sequence[str],
-        group2: str | Sequence[str] | None = None,
-        *,
-        mode: Literal["change", "vanilla"] = "change",
-        delta: float = 0.25,
-        fdr_target: float = 0.05,
-        n_samples: int = 5000,
-        adata: AnnData | MuData | None = None,
-        batch_size: int | None = None,
-        seed: int = 0,
-        key_added: str | None = "programvi_differential",
-    ) -> pd.DataFrame:
-        """Bayesian test of differential program activity between two groups of cells.
-
-        Activities are drawn from the approximate posterior ``q(z | x)`` of cells drawn at
-        random from each group, and paired (as in scvi-tools' differential expression). With
-        ``mode="change"``, the probability that a program differs is ``P(|z1 - z2| > delta)``;
-        with ``mode="vanilla"`` it is ``max(P(z1 > z2), P(z1 < z2))``. The Bayes factor is
-        ``log(p / (1 - p))`` of the probability ``p`` of the hypothesis tested (``|z1 - z2| >
-        delta``, or ``z1 > z2`` for vanilla, so negative values favour ``z1 < z2``). Programs are
-        called significant by controlling the posterior expected false discovery rate at
-        ``fdr_target``: the programs with the highest probabilities are selected while the mean
-        of ``1 - p`` over the selection stays below the target.
-
-        Parameters
-        ----------
-        groupby
-            ``obs`` column (``mdata.obs`` for MuData) with the groups.
-        group1
-            Category (or list of categories) of the first group.
-        group2
-            Category (or list) of the second group; ``None`` compares with all other cells.
-        mode
-            ``"change"`` (default) or ``"vanilla"``.
-        delta
-            Smallest difference of activity, in latent (prior standard deviation) units, that
-            counts as a change in ``"change"`` mode.
-        fdr_target
-            Target posterior expected false discovery rate.
-        n_samples
-            Number of paired posterior samples per program.
-        adata
-            Data set up like the training data; default the training data.
-        batch_size
-            Minibatch size for the encoder.
-        seed
-            Seed of the random draws; the result is deterministic for a given seed.
-        key_added
-            Key of ``adata.uns`` where the result (``{"params": ..., "results": DataFrame}``)
-            is recorded; ``None`` records nothing.
-
-        Returns
-        -------
-        DataFrame indexed by program (latent unit), sorted by decreasing probability, with
-        columns ``proba`` (probability of a difference), ``proba_not`` (``1 - proba``),
-        ``bayes_factor``, ``effect_size`` (posterior mean of ``z1 - z2``), ``effect_median``,
-        ``effect_std``, ``mean1`` and ``mean2`` (mean posterior-mean activity of each group),
-        ``frac_up`` (``P(z1 > z2)``) and ``is_significant``.
-
-        Examples
-        --------
-        >>> res = model.differential_programs("cell_type", "MDC", ["CD4_T", "CD8_T"])
-        >>> res[res.is_significant].head()
-        """
-        if mode not in ("change", "vanilla"):
-            raise ValueError(f"mode must be 'change' or 'vanilla', got {mode!r}.")
-        if delta < 0:
-            raise ValueError(f"delta must be >= 0, got {delta}.")
-        if not 0 < fdr_target < 1:
-            raise ValueError(f"fdr_target must be in (0, 1), got {fdr_target}.")
-        if n_samples < 1:
-            raise ValueError(f"n_samples must be >= 1, got {n_samples}.")
-        adata = self._validate_anndata(adata)
-        idx1, idx2, labels = _group_indices(adata.obs, groupby, group1, group2)
-
-        rng = np.random.default_rng(seed)
-        draws = []
-        for idx in (idx1, idx2):
-            loc, var = self.get_latent_representation(
-                adata, indices=idx, batch_size=batch_size, return_dist=True
-            )
-            pick = rng.integers(0, len(idx), size=n_samples)
-            noise = rng.standard_normal((n_samples, loc.shape[1])).astype(loc.dtype)
-            draws.append((loc[pick] + np.sqrt(var[pick]) * noise, loc.mean(0)))
-        (z1, mean1), (z2, mean2) = draws
-        diff = z1 - z2
-        frac_up = (diff > 0).mean(0)
-        eps = 1e-8
-        if mode == "change":
-            proba = (np.abs(diff) > delta).mean(0)
-            bayes = np.log(proba + eps) - np.log(1 - proba + eps)
-        else:
-            proba = np.maximum(frac_up, 1 - frac_up)
-            bayes = np.log(frac_up + eps) - np.log(1 - frac_up + eps)
-        result = pd.DataFrame(
-            {
-                "proba": proba,
-                "proba_not": 1 - proba,
-                "bayes_factor": bayes,
-                "effect_size": diff.mean(0),
-                "effect_median": np.median(diff, axis=0),
-                "effect_std": diff.std(0),
-                "mean1": mean1,
-                "mean2": mean2,
-                "frac_up": frac_up,
             },
-            index=pd.Index(self._latent_names(), name="program"),
-        )
-        result = result.sort_values("proba", ascending=False, kind="stable")
-        expected_fdr = np.cumsum(result["proba_not"].to_numpy()) / np.arange(1, len(result) + 1)
-        n_sig = int(np.sum(expected_fdr <= fdr_target)) and int(
-            np.max(np.flatnonzero(expected_fdr <= fdr_target)) + 1
-        )
-        result["is_significant"] = np.arange(len(result)) < n_sig
-        if key_added is not None:
-            params = {
-                "groupby": groupby,
-                "group1": labels[0],
-                "group2": labels[1],
-                "mode": mode,
-                "delta": float(delta),
-                "fdr_target": float(fdr_target),
-                "n_samples": int(n_samples),
-                "n_cells1": len(idx1),
-                "n_cells2": len(idx2),
-                "seed": int(seed),
-            }
-            self._write_results(
-                adata,
-                {
-                    "obsm": {},
-                    "varm": {},
-                    "uns": {key_added: {"params": params, "results": result}},
-                },
-            )
-        return result
+            "active": active.to_numpy(),
+            "weight_norm": active.attrs["norm"].to_numpy(),
+        }
 
     # ------------------------------------------------------------------------- setup
     @classmethod
+    @setup_docs
     def setup_anndata(
         cls,
         adata: AnnData,
@@ -598,28 +381,18 @@ class ProgramVI(GlassModelBase):
 
         Parameters
         ----------
-        adata
-            AnnData of raw counts (cells x genes, or cells x peaks).
-        layer
-            Layer holding the counts; ``None`` uses ``adata.X``.
-        batch_key
-            ``obs`` column of batches.
-        labels_key
-            ``obs`` column of cell labels.
-        categorical_covariate_keys
-            ``obs`` columns of extra categorical covariates.
-        continuous_covariate_keys
-            ``obs`` columns of extra continuous covariates.
-        size_factor_key
-            ``obs`` column of per-cell size factors.
-        modality
-            ``"rna"`` (default) or ``"atac"``.
+        %(adata)s
+        %(layer)s
+        %(batch_key)s
+        %(labels_key)s
+        %(covariate_keys)s
+        %(size_factor_key)s
+        %(modality)s
         program_key
             Key of the boolean features x programs mask in ``adata.varm``, as written by
             :func:`glassvi.pp.add_programs`. Program names are the DataFrame's columns (or
             ``adata.uns[program_key]["names"]`` for an array).
-        unlabeled_category
-            Value of ``labels_key`` that marks unlabelled cells (semi-supervised training).
+        %(unlabeled_category)s
 
         Raises
         ------
@@ -635,34 +408,21 @@ class ProgramVI(GlassModelBase):
         >>> glassvi.model.ProgramVI.setup_anndata(adata, layer="counts", batch_key="batch")
         """
         setup_method_args = cls._get_setup_method_args(**locals())
-        obs_keys = {
-            "batch_key": batch_key,
-            "labels_key": labels_key,
-            "categorical_covariate_keys": categorical_covariate_keys,
-            "continuous_covariate_keys": continuous_covariate_keys,
-            "size_factor_key": size_factor_key,
-        }
         if not isinstance(program_key, str):
             raise TypeError(f"program_key must be a string, got {type(program_key).__name__}.")
-        cls._check_setup_anndata(adata, modality, layer, obs_keys)
-        cls._check_masks({modality: _read_mask(adata, program_key, "adata")})
-        anndata_fields = cls._setup_anndata_fields(
-            layer,
-            batch_key,
-            labels_key,
-            categorical_covariate_keys,
-            continuous_covariate_keys,
-            size_factor_key,
-            unlabeled_category=unlabeled_category,
-        )
-        anndata_fields.append(
-            fields.VarmField(
-                _program_registry_key(modality), program_key, correct_data_format=False
-            )
-        )
-        cls._register(adata, anndata_fields, setup_method_args, **kwargs)
+
+        def mask_field() -> list:
+            check_masks({modality: read_mask(adata, program_key, "adata")})
+            return [
+                fields.VarmField(
+                    program_registry_key(modality), program_key, correct_data_format=False
+                )
+            ]
+
+        cls._setup_anndata_from(adata, setup_method_args, mask_field, **kwargs)
 
     @classmethod
+    @setup_docs
     def setup_mudata(
         cls,
         mdata: MuData,
@@ -687,31 +447,18 @@ class ProgramVI(GlassModelBase):
 
         Parameters
         ----------
-        mdata
-            MuData whose modalities hold raw counts of the same cells in the same order.
-        rna_layer
-            Layer of the RNA modality holding counts; ``None`` uses its ``.X``.
-        atac_layer
-            Layer of the ATAC modality holding counts.
-        batch_key
-            Column of batches (``mdata.obs`` or the modality named in ``modalities``).
-        labels_key
-            Column of cell labels.
-        categorical_covariate_keys
-            Columns of extra categorical covariates.
-        continuous_covariate_keys
-            Columns of extra continuous covariates.
-        size_factor_key
-            Column(s) of size factors, one per modelled modality in the order RNA, ATAC.
+        %(mdata)s
+        %(rna_layer)s
+        %(atac_layer)s
+        %(mudata_batch_key)s
+        %(mudata_labels_key)s
+        %(mudata_covariate_keys)s
+        %(mudata_size_factor_key)s
         program_key
             ``varm`` key of the masks in every modality, or a dict role -> key, e.g.
             ``{"rna": "programs", "atac": "peak_programs"}``.
-        modalities
-            Which MuData modality holds each input, e.g.
-            ``{"rna_layer": "rna", "atac_layer": "atac"}``; defaults to the modalities named
-            ``"rna"`` and ``"atac"``.
-        unlabeled_category
-            Value of ``labels_key`` that marks unlabelled cells (semi-supervised training).
+        %(modalities)s
+        %(unlabeled_category)s
 
         Examples
         --------
@@ -720,72 +467,32 @@ class ProgramVI(GlassModelBase):
         >>> glassvi.model.ProgramVI.setup_mudata(mdata, batch_key="batch")
         """
         setup_method_args = cls._get_setup_method_args(**locals())
-        obs_keys = {
-            "batch_key": batch_key,
-            "labels_key": labels_key,
-            "categorical_covariate_keys": categorical_covariate_keys,
-            "continuous_covariate_keys": continuous_covariate_keys,
-            "size_factor_key": size_factor_key,
-        }
         if not isinstance(program_key, str | dict):
             raise TypeError(
                 f"program_key must be a string or a dict, got {type(program_key).__name__}."
             )
-        modalities = cls._resolve_mudata_modalities(
-            mdata, rna_layer, atac_layer, obs_keys, modalities
-        )
-        masks = {}
-        for role in _ROLES:
-            mod = modalities.get(f"{role}_layer")
-            if mod is not None:
-                key = cls._program_key_for(program_key, role)
-                masks[role] = _read_mask(mdata[mod], key, f"mdata[{mod!r}]")
-        cls._check_masks(masks)
-        setup_method_args["setup_args"]["modalities"] = modalities
-        mudata_fields = cls._setup_mudata_fields(
-            modalities,
-            rna_layer,
-            atac_layer,
-            batch_key,
-            labels_key,
-            categorical_covariate_keys,
-            continuous_covariate_keys,
-            size_factor_key,
-            unlabeled_category=unlabeled_category,
-        )
-        for role in masks:
-            mudata_fields.append(
+
+        def mask_fields(resolved: dict) -> list:
+            masks = {}
+            for role in ROLES:
+                mod = resolved.get(f"{role}_layer")
+                if mod is not None:
+                    key = program_key_for(program_key, role)
+                    masks[role] = read_mask(mdata[mod], key, f"mdata[{mod!r}]")
+            check_masks(masks)
+            return [
                 fields.MuDataVarmField(
-                    _program_registry_key(role),
-                    cls._program_key_for(program_key, role),
-                    mod_key=modalities[f"{role}_layer"],
+                    program_registry_key(role),
+                    program_key_for(program_key, role),
+                    mod_key=resolved[f"{role}_layer"],
                     mod_required=True,
                     correct_data_format=False,
                 )
-            )
-        cls._register(mdata, mudata_fields, setup_method_args, **kwargs)
+                for role in masks
+            ]
 
-    @staticmethod
-    def _check_masks(masks: dict[str, tuple[np.ndarray, list[str]]]) -> None:
-        """No-overlap and empty-program checks over all modalities, before registration."""
-        if sum(int(m.sum()) for m, _ in masks.values()) == 0:
-            raise ValueError(
-                "the program mask has no member at all: no feature belongs to any program "
-                "(no overlap between the gene sets and the features?)."
-            )
-        names, aligned = _align_programs(masks)
-        members = sum(m.sum(0) for m in aligned.values())
-        n_empty = int((members == 0).sum())
-        if n_empty:
-            logger.warning(
-                "%d of %d programs have no member feature; their latent units cannot drive "
-                "anything (e.g. %s).",
-                n_empty,
-                len(names),
-                [names[i] for i in np.flatnonzero(members == 0)[:3]],
-            )
+        cls._setup_mudata_from(mdata, setup_method_args, mask_fields, **kwargs)
 
-    # ------------------------------------------------------------------------- reference mapping
     @classmethod
     def load_query_data(
         cls,
@@ -824,16 +531,15 @@ class ProgramVI(GlassModelBase):
         >>> query_model = glassvi.model.ProgramVI.load_query_data(query, model, n_denovo_query=2)
         >>> query_model.train(max_epochs=100)
         """
-        from scvi.model.base._archesmixin import _get_loaded_data
-
         if n_denovo_query < 0:
             raise ValueError(f"n_denovo_query must be >= 0, got {n_denovo_query}.")
         if reference_model is None:
             raise ValueError("reference_model is required.")
-        attr_dict, _, ref_state, _ = _get_loaded_data(reference_model, device="cpu")
+        attr_dict, ref_state = reference_state(reference_model)
         setup_args = attr_dict["registry_"]["setup_args"]
         if adata is not None:
-            cls._prepare_query_masks(adata, reference_model, setup_args, ref_state)
+            reference = reference_model if isinstance(reference_model, ProgramVI) else None
+            prepare_query_masks(adata, reference, setup_args, ref_state)
         model = super().load_query_data(adata, reference_model, **kwargs)
         if kwargs.get("unfrozen", False):
             return model
@@ -843,139 +549,3 @@ class ProgramVI(GlassModelBase):
             model.init_params_["non_kwargs"]["n_denovo"] = model.module.n_denovo
             logger.info("added %d de novo units trained on the query", n_denovo_query)
         return model
-
-    @classmethod
-    def _prepare_query_masks(cls, adata, reference_model, setup_args: dict, ref_state) -> None:
-        """Copy the reference's masks into a query that lacks them; refuse different ones."""
-        if isinstance(adata, MuData):
-            mods = setup_args.get("modalities") or {}
-            targets = {
-                r: (mods[f"{r}_layer"], f"mdata[{mods[f'{r}_layer']!r}]")
-                for r in _ROLES
-                if mods.get(f"{r}_layer") is not None
-            }
-        else:
-            targets = {setup_args.get("modality", "rna"): (None, "adata")}
-        for role, (mod, where) in targets.items():
-            key = cls._program_key_for(setup_args["program_key"], role)
-            container = adata[mod] if mod is not None else adata
-            if key in container.varm:
-                continue
-            if not isinstance(reference_model, ProgramVI):
-                raise KeyError(
-                    f"the query has no program mask {key!r} in {where}.varm; add the "
-                    "reference's mask (same features, same programs) or pass the reference "
-                    "model object instead of its directory."
-                )
-            ref_container = reference_model._container(reference_model.adata, role)
-            if not ref_container.var_names.equals(container.var_names):
-                raise ValueError(
-                    f"the query's features in {where} differ from the reference's; subset and "
-                    "order them like the reference first (ProgramVI.prepare_query_anndata)."
-                )
-            container.varm[key] = ref_container.varm[key].copy()
-            logger.info("copied the reference's program mask into %s.varm[%r]", where, key)
-        _, masks = cls._program_masks_of(adata, setup_args)
-        for role, mask in masks.items():
-            prefix = f"decoders.{role}."
-            if f"{prefix}program_rows" in ref_state:
-                ref = np.zeros(mask.shape, dtype=bool)
-                n_prog = ref_state["group_weights"].shape[0]
-                if n_prog != mask.shape[1]:
-                    ref = None
-                else:
-                    ref[
-                        ref_state[f"{prefix}program_rows"].numpy(),
-                        ref_state[f"{prefix}program_cols"].numpy(),
-                    ] = True
-            else:
-                ref = ref_state[f"{prefix}program_mask"].numpy()
-            if ref is None or ref.shape != mask.shape or not np.array_equal(ref, mask):
-                n_diff = (
-                    "all" if ref is None or ref.shape != mask.shape else int((ref != mask).sum())
-                )
-                raise ValueError(
-                    f"the query's program mask for {role} differs from the reference's "
-                    f"({n_diff} feature-program entries differ); reference programs are fixed, "
-                    "so the query must use the same mask."
-                )
-
-
-def _align_programs(
-    per_role: dict[str, tuple[np.ndarray, list[str]]],
-) -> tuple[list[str], dict[str, np.ndarray]]:
-    """Match programs across modalities by name (union, first modality's order first)."""
-    roles = list(per_role)
-    names: list[str] = list(per_role[roles[0]][1])
-    seen = set(names)
-    for role in roles[1:]:
-        for name in per_role[role][1]:
-            if name not in seen:
-                names.append(name)
-                seen.add(name)
-    aligned = {}
-    for role in roles:
-        mask, own = per_role[role]
-        if own == names:
-            aligned[role] = mask
-            continue
-        position = {n: i for i, n in enumerate(names)}
-        out = np.zeros((mask.shape[0], len(names)), dtype=bool)
-        out[:, [position[n] for n in own]] = mask
-        aligned[role] = out
-    if len(roles) > 1:
-        sets = [set(per_role[r][1]) for r in roles]
-        shared = set.intersection(*sets)
-        if len(shared) < len(names):
-            logger.info(
-                "programs matched by name across modalities: %d shared, %d in one modality only",
-                len(shared),
-                len(names) - len(shared),
-            )
-        if not shared:
-            logger.warning(
-                "no program name is shared between modalities; every program is decoded in one "
-                "modality only."
-            )
-    return names, aligned
-
-
-def _group_indices(obs: pd.DataFrame, groupby: str, group1, group2):
-    """Cell indices of the two groups, with clear errors for unknown keys or categories."""
-    if groupby not in obs.columns:
-        raise KeyError(
-            f"groupby {groupby!r} is not a column of obs (columns: {list(obs.columns)})."
-        )
-    values = obs[groupby].astype(str).to_numpy()
-    categories = pd.unique(values)
-
-    def as_list(group, which):
-        items = [group] if isinstance(group, str) or not isinstance(group, Sequence) else group
-        items = [str(g) for g in items]
-        missing = [g for g in items if g not in categories]
-        if missing:
-            raise KeyError(
-                f"{which} {missing} not found in obs[{groupby!r}] (categories: "
-                f"{sorted(categories)[:20]})."
-            )
-        return items
-
-    g1 = as_list(group1, "group1")
-    in1 = np.isin(values, g1)
-    if group2 is None:
-        g2 = None
-        in2 = ~in1
-    else:
-        g2 = as_list(group2, "group2")
-        overlap = set(g1) & set(g2)
-        if overlap:
-            raise ValueError(f"group1 and group2 share categories {sorted(overlap)}.")
-        in2 = np.isin(values, g2)
-    idx1, idx2 = np.flatnonzero(in1), np.flatnonzero(in2)
-    if len(idx1) == 0 or len(idx2) == 0:
-        raise ValueError(
-            f"both groups need cells: group1 has {len(idx1)}, group2 has {len(idx2)}."
-        )
-    label1 = g1[0] if len(g1) == 1 else ",".join(g1)
-    label2 = "rest" if g2 is None else (g2[0] if len(g2) == 1 else ",".join(g2))
-    return idx1, idx2, (label1, label2)
