@@ -175,7 +175,10 @@ def test_no_imports_of_other_parts_private_modules():
     assert not bad, "imports of another part's private module:\n" + "\n".join(bad)
 
 
-@pytest.mark.parametrize("module", sorted(p.stem for p in SRC.glob("_*.py") if p.stem != "__init__"))
+SHARED = sorted(p.stem for p in SRC.glob("_*.py") if p.stem != "__init__")
+
+
+@pytest.mark.parametrize("module", SHARED)
 def test_shared_modules_import_no_part(module):
     edges = part_edges()
     reached = sorted(b for a, b in edges if a == module)

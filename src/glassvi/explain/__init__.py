@@ -15,7 +15,7 @@ from ._methods import (
     METHODS,
     MethodSpec,
 )
-from ._protocol import ExplainableModel
+from ._protocol import ExplainableModel as ExplainableModel  # for type hints; not on the API page
 from ._targets import TARGETS, TargetModel
 from ._write import GROUP_SEP, attribution_results, write_results
 
