@@ -3,21 +3,25 @@
 Results of a model are written under a *prefix* (``key_added``, by default the model's name,
 ``"linearvi"`` or ``"programvi"``):
 
-=====================================  ===============================================
-``.obsm[latent(prefix)]``              ``"X_{prefix}"``: posterior-mean latent representation
-``.varm[weights(prefix, suffix)]``     ``"{prefix}_{suffix}"``: decoder weights
-``.uns[prefix]``                       what ``explain(method="weights")`` recorded
-``attribution(prefix, method, target)``  ``"{prefix}_{method}_{target}"``: one attribution run
-``absolute(key)``                      ``"{key}_abs"``: its mean absolute companion
-``by_group(key, groupby)``             ``"{key}_by_{groupby}"``: its per-group means
-``differential(prefix)``               ``"{prefix}_differential"``: differential programs
-=====================================  ===============================================
+- ``latent(prefix)``: ``"X_{prefix}"``, the posterior-mean latent representation (``.obsm``);
+- ``weights(prefix, suffix)``: ``"{prefix}_{suffix}"``, decoder weights (``.varm``);
+- ``prefix`` itself: what ``explain(method="weights")`` recorded (``.uns``);
+- ``attribution(prefix, method, target)``: ``"{prefix}_{method}_{target}"``, one attribution
+  run (``.varm``, ``.obsm``, ``.uns``);
+- ``absolute(key)``: ``"{key}_abs"``, its mean absolute companion;
+- ``by_group(key, groupby)``: ``"{key}_by_{groupby}"``, its per-group means;
+- ``differential(prefix)``: ``"{prefix}_differential"``, differential programs (``.uns``).
+
+Use it as ``from .. import _keys`` and ``_keys.attribution(prefix, method, target)``; a new kind
+of key gets a function here.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+#: prefix of the ``.obsm`` keys of embeddings and latent representations
+LATENT_PREFIX = "X_"
 #: suffix of the mean absolute companion of an attribution entry
 ABS_SUFFIX = "_abs"
 #: separator of group and target in the column names of per-group ``.varm`` entries
@@ -29,7 +33,17 @@ PROGRAMVI, PROGRAMVI_WEIGHTS = "programvi", "weights"
 
 def latent(prefix: str) -> str:
     """``.obsm`` key of the latent representation: ``"X_{prefix}"``."""
-    return f"X_{prefix}"
+    return f"{LATENT_PREFIX}{prefix}"
+
+
+def latent_name(key: str) -> str:
+    """The name of a latent or embedding key: ``"X_umap"`` -> ``"umap"``."""
+    return key.removeprefix(LATENT_PREFIX)
+
+
+def has_prefix(key: str, prefix: str) -> bool:
+    """Whether ``key`` was written under ``prefix`` (``"{prefix}_..."``)."""
+    return key.startswith(f"{prefix}_")
 
 
 def weights(prefix: str, suffix: str) -> str:
@@ -72,5 +86,7 @@ def group_columns(groups: Sequence[str], targets: Sequence[str]) -> list[str]:
     return [f"{g}{GROUP_SEP}{t}" for g in groups for t in targets]
 
 
+#: ``.obsm`` keys of the latent representations of the model classes, under their default prefix
+DEFAULT_LATENTS = (latent(PROGRAMVI), latent(LINEARVI))
 #: ``.varm`` keys of the decoder weights of the model classes, under their default prefix
 DEFAULT_WEIGHTS = (weights(PROGRAMVI, PROGRAMVI_WEIGHTS), weights(LINEARVI, LINEARVI_WEIGHTS))

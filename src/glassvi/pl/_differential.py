@@ -9,12 +9,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .. import _keys
 from ._utils import available, check_columns, finish, is_mudata, new_figure
+
+#: where ``ProgramVI.differential_programs`` records its result by default
+DEFAULT_KEY = _keys.differential(_keys.PROGRAMVI)
 
 DIFFERENTIAL_COLUMNS = ("program", "bayes_factor", "effect_size", "is_significant")
 
 
-def differential_table(data: Any, key: str = "programvi_differential") -> pd.DataFrame:
+def differential_table(data: Any, key: str = DEFAULT_KEY) -> pd.DataFrame:
     """Return the differential programs table of ``uns[key]`` (or ``data``) as a DataFrame.
 
     Parameters
@@ -54,7 +58,7 @@ def differential_table(data: Any, key: str = "programvi_differential") -> pd.Dat
 
 def differential(
     data: Any,
-    key: str = "programvi_differential",
+    key: str = DEFAULT_KEY,
     *,
     n_labels: int = 10,
     ax=None,

@@ -140,7 +140,7 @@ def activity(
         **kwargs,
     )
     ax_list = axes if isinstance(axes, list) else [axes]
-    basis_name = basis_key.removeprefix("X_").upper()
+    basis_name = _keys.latent_name(basis_key).upper()
     for ax in ax_list:
         ax.set_xlabel(f"{basis_name}1")
         ax.set_ylabel(f"{basis_name}2")

@@ -82,7 +82,7 @@ def _attribution_keys(data: Any, prefix: str, record: dict) -> list[tuple[str | 
     for mod, container in _utils.containers(data).items():
         keys = [str(k) for k in container.varm.keys()]
         for key in keys:
-            if key in skip or not key.startswith(f"{prefix}_"):
+            if key in skip or not _keys.has_prefix(key, prefix):
                 continue
             value = container.varm[key]
             if not isinstance(value, pd.DataFrame) or value.shape[1] == 0:

@@ -52,7 +52,7 @@ def default_latent_key(data: Any) -> str:
         key = record.get("latent_key")
         if key in data.obsm:
             return key
-    for key in ("X_programvi", "X_linearvi"):
+    for key in _keys.DEFAULT_LATENTS:
         if key in data.obsm:
             return key
     raise KeyError(
