@@ -17,6 +17,7 @@ from ..explain import explain_model
 from ..module import LIKELIHOODS, GlassVAE
 from ..train import GlassDataSplitter, GlassTrainingPlan
 from ._classifier import ClassifierMixin
+from ._expression import ExpressionMixin
 from ._query import reference_state
 from ._setup import DEFAULT_LIKELIHOOD, FIRST_KEY, SECOND_KEY, SetupMixin
 
@@ -25,6 +26,7 @@ logger = logging.getLogger(__name__)
 
 class GlassModelBase(
     SetupMixin,
+    ExpressionMixin,
     ClassifierMixin,
     ArchesMixin,
     VAEMixin,
