@@ -1,4 +1,5 @@
 import re
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -116,7 +117,9 @@ def test_attribution_heatmap(rna_trained, tmp_path, kind):
     adata, _ = rna_trained
     path = tmp_path / f"{kind}.png"
     key = "linearvi_ig_cell_type"
-    ax = glassvi.pl.attribution_heatmap(adata, key, n_top=3, kind=kind, show=False, save=path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # e.g. matplotlib's about grid() line properties
+        ax = glassvi.pl.attribution_heatmap(adata, key, n_top=3, kind=kind, show=False, save=path)
     assert_png_not_blank(path)
     table = adata.varm[key]
     groups = [t.get_text() for t in ax.get_yticklabels()]

@@ -9,7 +9,13 @@ import torch
 import glassvi
 from glassvi.model import LinearVI
 from glassvi.module import LinearFeatureDecoder
-from glassvi.train import GlassTrainingPlan, release_free_memory, tune_cpu_allocator
+from glassvi.train import (
+    GlassTrainingPlan,
+    release_free_memory,
+    restore_cpu_allocator,
+    tune_cpu_allocator,
+)
+from glassvi.train._allocator import startup_thresholds
 
 TRAIN_KW = {"enable_progress_bar": False, "accelerator": "cpu"}
 
@@ -132,27 +138,56 @@ def test_category_offsets_equal_row_lookups():
     )
 
 
-@pytest.mark.skipif(
-    not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc",
-    reason="the allocator settings apply to glibc only",
-)
-def test_allocator_settings_apply_once_and_memory_is_released():
-    from glassvi.train import _allocator
+GLIBC = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
 
+
+def _is_mapped(n_bytes: int) -> bool:
+    """Whether glibc serves a block of this size with its own memory map (chunk flag 0x2)."""
+    import ctypes
+
+    libc = ctypes.CDLL("libc.so.6")
+    libc.malloc.restype = ctypes.c_void_p
+    libc.free.argtypes = [ctypes.c_void_p]
+    pointer = libc.malloc(n_bytes)
+    try:
+        header = ctypes.c_size_t.from_address(pointer - ctypes.sizeof(ctypes.c_size_t)).value
+        return bool(header & 0x2)
+    finally:
+        libc.free(pointer)
+
+
+@pytest.mark.skipif(not GLIBC, reason="the allocator settings apply to glibc only")
+def test_allocator_settings_are_restored_to_their_startup_values():
+    assert restore_cpu_allocator() is False  # nothing to restore
     assert tune_cpu_allocator() is True
-    assert _allocator._state["tuned"] is True
     assert tune_cpu_allocator() is True  # idempotent
+    assert not _is_mapped(4 * 2**20)  # 4 MiB blocks now come from the heap
+    assert restore_cpu_allocator() is True
+    assert _is_mapped(4 * 2**20)  # back to the start-up threshold (128 KiB)
+    assert restore_cpu_allocator() is False
     release_free_memory()
 
 
-def test_allocator_tuning_can_be_switched_off(adata, monkeypatch):
-    from glassvi.train import _plan
+def test_startup_thresholds_read_the_environment():
+    assert startup_thresholds({}) == {"mmap_threshold": 131072, "trim_threshold": 131072}
+    env = {
+        "MALLOC_MMAP_THRESHOLD_": "65536",
+        "GLIBC_TUNABLES": "glibc.malloc.trim_threshold=999:glibc.malloc.arena_max=2",
+    }
+    assert startup_thresholds(env) == {"mmap_threshold": 65536, "trim_threshold": 999}
+
+
+def test_allocator_is_left_alone_unless_asked(adata, monkeypatch):
+    from glassvi.train import _allocator, _plan
 
     calls = []
     monkeypatch.setattr(_plan, "tune_cpu_allocator", lambda: calls.append("tune"))
-    monkeypatch.setattr(_plan, "release_free_memory", lambda: calls.append("release"))
+    restore = _allocator.restore_cpu_allocator
+    monkeypatch.setattr(_plan, "restore_cpu_allocator", lambda: calls.append("restore"))
     model = LinearVI(adata, n_latent=4)
-    model.train(max_epochs=1, batch_size=64, plan_kwargs={"tune_allocator": False}, **TRAIN_KW)
-    assert calls == []
     model.train(max_epochs=1, batch_size=64, **TRAIN_KW)
-    assert calls == ["tune", "release"]
+    assert "tune" not in calls
+    calls.clear()
+    model.train(max_epochs=1, batch_size=64, plan_kwargs={"tune_allocator": True}, **TRAIN_KW)
+    assert calls == ["tune", "restore"]
+    restore()

@@ -15,7 +15,13 @@ from scvi.model.base import ArchesMixin, BaseModelClass, UnsupervisedTrainingMix
 from .._validation import row_sums
 from ..explain import explain_model
 from ..module import LIKELIHOODS, GlassVAE
-from ..train import GlassDataSplitter, GlassTrainingPlan
+from ..train import (
+    GlassDataSplitter,
+    GlassTrainingPlan,
+    progress_bar_kwargs,
+    quiet_training,
+    restore_cpu_allocator,
+)
 from ._classifier import ClassifierMixin
 from ._expression import ExpressionMixin
 from ._query import reference_state
@@ -114,6 +120,27 @@ class GlassModelBase(
             "n_cats_per_cov": n_cats,
             "n_continuous_cov": stats.get("n_extra_continuous_covs", 0),
         }
+
+    # ------------------------------------------------------------------------- training
+    def train(self, *args, **kwargs):
+        """Train the model; arguments of :meth:`scvi.model.base.UnsupervisedTrainingMixin.train`.
+
+        Training is quiet: the progress bar shows the losses of the last epoch, and
+        Lightning's start-up banners and hints are held back while glassvi trains; other
+        warnings still reach you.
+
+        Examples
+        --------
+        >>> model.train(max_epochs=100, batch_size=128)
+        """
+        # scvi-tools leaves the module in eval mode after training or inference; Lightning keeps
+        # modules in the mode it finds them in, which would train without dropout
+        self.module.train()
+        try:
+            with quiet_training():
+                return super().train(*args, **progress_bar_kwargs(kwargs))
+        finally:
+            restore_cpu_allocator()  # also when training stops with an error
 
     # ------------------------------------------------------------------------- accessors
     @property

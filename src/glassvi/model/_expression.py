@@ -134,8 +134,9 @@ class ExpressionMixin:
         """Decoded (normalised) expression: each feature's expected share of a cell's counts.
 
         The counterpart of scvi-tools'
-        :meth:`~scvi.model.base.RNASeqMixin.get_normalized_expression` (``px.scale``): the decoder's output for the cell's latent representation, batch and
-        covariates, at a common library size. With ``n_samples=1`` (the default) the posterior
+        :meth:`~scvi.model.base.RNASeqMixin.get_normalized_expression` (``px.scale``): the
+        decoder's output for the cell's latent representation, batch and covariates, at a
+        common library size. With ``n_samples=1`` (the default) the posterior
         mean of the latent units is decoded, so the result is deterministic; with
         ``n_samples > 1`` or ``n_samples_overall`` latent draws from ``q(z | x)`` are decoded.
 

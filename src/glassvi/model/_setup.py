@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -75,7 +77,16 @@ class SetupMixin:
     @classmethod
     def _register(cls, adata, anndata_fields: list, setup_method_args: dict, **kwargs) -> None:
         adata_manager = AnnDataManager(fields=anndata_fields, setup_method_args=setup_method_args)
-        adata_manager.register_fields(adata, **kwargs)
+        # scvi-tools logs at INFO which column names of glassvi's own masks it uses (in colour,
+        # even into files); glassvi always uses the masks' names, so that is no news to users
+        scvi_logger = logging.getLogger("scvi")
+        level = scvi_logger.level
+        if level <= logging.INFO:
+            scvi_logger.setLevel(logging.WARNING)
+        try:
+            adata_manager.register_fields(adata, **kwargs)
+        finally:
+            scvi_logger.setLevel(level)
         cls.register_manager(adata_manager)
 
     @classmethod

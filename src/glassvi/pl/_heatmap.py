@@ -173,6 +173,9 @@ def attribution_heatmap(
             )
     label = "scaled value" if standard_scale else "attribution"
     fig.colorbar(image, ax=ax, label=label, shrink=0.8, pad=0.01)
-    ax.grid(kind == "dotplot", linewidth=0.3, alpha=0.4)
+    if kind == "dotplot":
+        ax.grid(True, linewidth=0.3, alpha=0.4)
+    else:
+        ax.grid(False)  # line properties with False would switch the grid on (and warn)
     ax.set_title(key, fontsize=10)
     return finish(fig, ax, show, save, dpi)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from scvi.train import TrainingPlan
 
-from ._allocator import release_free_memory, tune_cpu_allocator
+from ._allocator import restore_cpu_allocator, tune_cpu_allocator
 
 
 class GlassTrainingPlan(TrainingPlan):
@@ -27,10 +27,10 @@ class GlassTrainingPlan(TrainingPlan):
       ``on_step=True`` scvi-tools' per-step logging is used unchanged.
     * Adam and AdamW use PyTorch's fused implementation (``fused=True``) where the parameters'
       device supports it.
-    * On CPU under Linux/glibc, the allocator keeps freed memory between steps instead of
-      returning it to the system and faulting it back in at the next step (see
-      :func:`~glassvi.train.tune_cpu_allocator`); free memory is returned when training ends.
-      ``tune_allocator=False`` leaves the allocator as it is.
+    * Optionally (``tune_allocator=True``), on CPU under Linux/glibc, the allocator keeps
+      freed memory between steps instead of returning it to the system and faulting it back
+      in at the next step. These settings are process-wide; they are put back to their
+      start-up values and free memory is returned when training ends.
 
     Parameters
     ----------
@@ -39,7 +39,8 @@ class GlassTrainingPlan(TrainingPlan):
     weight_decay
         L2 weight decay of the optimiser (default 0).
     tune_allocator
-        Tune glibc's allocator for training on CPU (no effect on GPUs or other systems).
+        Raise glibc's mmap and trim thresholds while training on CPU (no effect on GPUs or
+        other systems); off by default, because they are settings of the whole process.
     **kwargs
         Keyword arguments of :class:`~scvi.train.TrainingPlan`.
 
@@ -52,7 +53,7 @@ class GlassTrainingPlan(TrainingPlan):
     """
 
     def __init__(
-        self, module, *, weight_decay: float = 0.0, tune_allocator: bool = True, **kwargs
+        self, module, *, weight_decay: float = 0.0, tune_allocator: bool = False, **kwargs
     ):
         # no L2 decay by default: frozen reference rows stay exactly fixed in query mapping,
         # and sparsity of the decoders is controlled by the proximal steps alone
@@ -62,14 +63,13 @@ class GlassTrainingPlan(TrainingPlan):
         self._extra_keys: list[str] = []
 
     def on_train_start(self) -> None:
-        """Tune the CPU allocator when training on CPU."""
+        """Tune the CPU allocator when asked to and training on CPU."""
         if self.tune_allocator and self.device.type == "cpu":
             tune_cpu_allocator()
 
     def on_train_end(self) -> None:
-        """Return the memory freed during training to the system."""
-        if self.tune_allocator and self.device.type == "cpu":
-            release_free_memory()
+        """Put the allocator settings back and return free memory to the system."""
+        restore_cpu_allocator()
 
     # ----------------------------------------------------------------------------- optimiser
     def get_optimizer_creator(self):
