@@ -1,4 +1,4 @@
-"""Differential program activity between two groups of cells: a Bayesian test on q(z | x)."""
+"""Differential program activity between groups of cells: a Bayesian test on q(z | x)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from mudata import MuData
 
 from .. import _keys
 from ..explain import write_results
+from ._ranking import ranking_record
 
 
 class DifferentialProgramsMixin:
@@ -22,7 +23,7 @@ class DifferentialProgramsMixin:
     def differential_programs(
         self,
         groupby: str,
-        group1: str | Sequence[str],
+        group1: str | Sequence[str] | None = None,
         group2: str | Sequence[str] | None = None,
         *,
         mode: Literal["change", "vanilla"] = "change",
@@ -34,7 +35,7 @@ class DifferentialProgramsMixin:
         seed: int = 0,
         key_added: str | None = _keys.differential(_keys.PROGRAMVI),
     ) -> pd.DataFrame:
-        """Bayesian test of differential program activity between two groups of cells.
+        """Bayesian test of differential program activity between groups of cells.
 
         Activities are drawn from the approximate posterior ``q(z | x)`` of cells drawn at
         random from each group, and paired (as in scvi-tools' differential expression). With
@@ -51,7 +52,8 @@ class DifferentialProgramsMixin:
         groupby
             ``obs`` column (``mdata.obs`` for MuData) with the groups.
         group1
-            Category (or list of categories) of the first group.
+            Category (or list of categories) of the first group; ``None`` tests every category
+            of ``groupby`` in turn against ``group2`` (as :func:`scanpy.tl.rank_genes_groups`).
         group2
             Category (or list) of the second group; ``None`` compares with all other cells.
         mode
@@ -70,21 +72,36 @@ class DifferentialProgramsMixin:
         seed
             Seed of the random draws; the result is deterministic for a given seed.
         key_added
-            Key of ``adata.uns`` where the result (``{"params": ..., "results": DataFrame}``)
-            is recorded; ``None`` records nothing.
+            Key of ``adata.uns`` where the result is recorded (see Notes); ``None`` records
+            nothing.
 
         Returns
         -------
-        DataFrame indexed by program (latent unit), sorted by decreasing probability, with
-        columns ``proba`` (probability of a difference), ``proba_not`` (``1 - proba``),
-        ``bayes_factor``, ``effect_size`` (posterior mean of ``z1 - z2``), ``effect_median``,
-        ``effect_std``, ``mean1`` and ``mean2`` (mean posterior-mean activity of each group),
-        ``frac_up`` (``P(z1 > z2)``) and ``is_significant``.
+        DataFrame indexed by program (latent unit), sorted by decreasing probability within
+        each comparison, with columns ``proba`` (probability of a difference), ``proba_not``
+        (``1 - proba``), ``bayes_factor``, ``effect_size`` (posterior mean of ``z1 - z2``),
+        ``effect_median``, ``effect_std``, ``mean1`` and ``mean2`` (mean posterior-mean
+        activity of each group), ``frac_up`` (``P(z1 > z2)``), ``expected_fdr`` (posterior
+        expected false discovery rate of the programs ranked up to this one),
+        ``is_significant``, ``comparison``, ``group1`` and ``group2``.
+
+        Notes
+        -----
+        ``uns[key_added]`` follows the layout of :func:`scanpy.tl.rank_genes_groups`, one
+        field per tested group, so that :func:`scanpy.get.rank_genes_groups_df` and
+        ``scanpy.pl.rank_genes_groups*`` read it: ``names`` (programs in ranking order),
+        ``scores`` (log Bayes factor), ``logfoldchanges`` (the effect size: a difference of
+        activity, not a log fold change), ``pvals`` (``proba_not``, the posterior probability
+        of no difference) and ``pvals_adj`` (``expected_fdr``). These are posterior
+        quantities, not frequentist p-values. ``params`` records the test and ``results``
+        holds the returned table.
 
         Examples
         --------
         >>> res = model.differential_programs("cell_type", "MDC", ["CD4_T", "CD8_T"])
         >>> res[res.is_significant].head()
+        >>> model.differential_programs("cell_type")  # every cell type against the rest
+        >>> sc.get.rank_genes_groups_df(adata, "MDC", key="programvi_differential")
         """
         if mode not in ("change", "vanilla"):
             raise ValueError(f"mode must be 'change' or 'vanilla', got {mode!r}.")
@@ -95,70 +112,114 @@ class DifferentialProgramsMixin:
         if n_samples < 1:
             raise ValueError(f"n_samples must be >= 1, got {n_samples}.")
         adata = self._validate_anndata(adata)
-        idx1, idx2, labels = _group_indices(adata.obs, groupby, group1, group2)
-
-        rng = np.random.default_rng(seed)
-        draws = []
-        for idx in (idx1, idx2):
-            loc, var = self.get_latent_representation(
-                adata, indices=idx, batch_size=batch_size, return_dist=True
+        if group1 is None:
+            if groupby not in adata.obs.columns:
+                raise KeyError(
+                    f"groupby {groupby!r} is not a column of obs (columns: "
+                    f"{list(adata.obs.columns)})."
+                )
+            column = adata.obs[groupby]
+            categories = (
+                column.cat.categories if hasattr(column, "cat") else pd.unique(column.dropna())
             )
-            pick = rng.integers(0, len(idx), size=n_samples)
-            noise = rng.standard_normal((n_samples, loc.shape[1])).astype(loc.dtype)
-            draws.append((loc[pick] + np.sqrt(var[pick]) * noise, loc.mean(0)))
-        (z1, mean1), (z2, mean2) = draws
-        diff = z1 - z2
-        frac_up = (diff > 0).mean(0)
-        eps = 1e-8
-        if mode == "change":
-            proba = (np.abs(diff) > delta).mean(0)
-            bayes = np.log(proba + eps) - np.log(1 - proba + eps)
+            excluded = set() if group2 is None else set(_as_list(group2))
+            comparisons = [[str(c)] for c in categories if str(c) not in excluded]
+            comparisons = [c for c in comparisons if (column.astype(str) == c[0]).any()]
         else:
-            proba = np.maximum(frac_up, 1 - frac_up)
-            bayes = np.log(frac_up + eps) - np.log(1 - frac_up + eps)
-        result = pd.DataFrame(
-            {
-                "proba": proba,
-                "proba_not": 1 - proba,
-                "bayes_factor": bayes,
-                "effect_size": diff.mean(0),
-                "effect_median": np.median(diff, axis=0),
-                "effect_std": diff.std(0),
-                "mean1": mean1,
-                "mean2": mean2,
-                "frac_up": frac_up,
-            },
-            index=pd.Index(self._latent_names(), name="program"),
-        )
-        result = result.sort_values("proba", ascending=False, kind="stable")
-        expected_fdr = np.cumsum(result["proba_not"].to_numpy()) / np.arange(1, len(result) + 1)
-        n_sig = int(np.sum(expected_fdr <= fdr_target)) and int(
-            np.max(np.flatnonzero(expected_fdr <= fdr_target)) + 1
-        )
-        result["is_significant"] = np.arange(len(result)) < n_sig
+            comparisons = [group1]
+        groups = [_group_indices(adata.obs, groupby, g1, group2) for g1 in comparisons]
+
+        loc, var = self.get_latent_representation(adata, batch_size=batch_size, return_dist=True)
+        rng = np.random.default_rng(seed)
+        tables = {}
+        for idx1, idx2, (label1, label2) in groups:
+            table = _differential_table(
+                loc, var, idx1, idx2, rng, mode, delta, fdr_target, n_samples
+            )
+            table.index = pd.Index(self._latent_names(), name="program")[table.index]
+            table["comparison"] = f"{label1} vs {label2}"
+            table["group1"] = label1
+            table["group2"] = label2
+            tables[label1] = table
+        result = pd.concat(list(tables.values()), axis=0)
         if key_added is not None:
             params = {
                 "groupby": groupby,
-                "group1": labels[0],
-                "group2": labels[1],
+                "reference": groups[0][2][1] if len(groups) else "rest",
+                "method": f"programvi_{mode}",
+                "use_raw": False,
+                "layer": None,
+                "corr_method": "posterior expected FDR",
                 "mode": mode,
                 "delta": float(delta),
                 "fdr_target": float(fdr_target),
                 "n_samples": int(n_samples),
-                "n_cells1": len(idx1),
-                "n_cells2": len(idx2),
                 "seed": int(seed),
+                "n_cells1": {g[2][0]: len(g[0]) for g in groups},
+                "n_cells2": {g[2][0]: len(g[1]) for g in groups},
             }
-            write_results(
-                self,
-                adata,
-                {
-                    "obsm": {},
-                    "varm": {},
-                    "uns": {key_added: {"params": params, "results": result}},
-                },
-            )
+            record = ranking_record(tables, params)
+            record["results"] = result
+            write_results(self, adata, {"obsm": {}, "varm": {}, "uns": {key_added: record}})
         return result
+
+
+def _differential_table(
+    loc: np.ndarray,
+    var: np.ndarray,
+    idx1: np.ndarray,
+    idx2: np.ndarray,
+    rng: np.random.Generator,
+    mode: str,
+    delta: float,
+    fdr_target: float,
+    n_samples: int,
+) -> pd.DataFrame:
+    """Paired posterior draws of two groups of cells -> one table, rows in ranking order.
+
+    The index holds the positions of the latent units.
+    """
+    draws = []
+    for idx in (idx1, idx2):
+        pick = idx[rng.integers(0, len(idx), size=n_samples)]
+        noise = rng.standard_normal((n_samples, loc.shape[1])).astype(loc.dtype)
+        draws.append((loc[pick] + np.sqrt(var[pick]) * noise, loc[idx].mean(0)))
+    (z1, mean1), (z2, mean2) = draws
+    diff = z1 - z2
+    frac_up = (diff > 0).mean(0)
+    eps = 1e-8
+    if mode == "change":
+        proba = (np.abs(diff) > delta).mean(0)
+        bayes = np.log(proba + eps) - np.log(1 - proba + eps)
+    else:
+        proba = np.maximum(frac_up, 1 - frac_up)
+        bayes = np.log(frac_up + eps) - np.log(1 - frac_up + eps)
+    result = pd.DataFrame(
+        {
+            "proba": proba,
+            "proba_not": 1 - proba,
+            "bayes_factor": bayes,
+            "effect_size": diff.mean(0),
+            "effect_median": np.median(diff, axis=0),
+            "effect_std": diff.std(0),
+            "mean1": mean1,
+            "mean2": mean2,
+            "frac_up": frac_up,
+        }
+    )
+    result = result.sort_values("proba", ascending=False, kind="stable")
+    expected_fdr = np.cumsum(result["proba_not"].to_numpy()) / np.arange(1, len(result) + 1)
+    n_sig = int(np.sum(expected_fdr <= fdr_target)) and int(
+        np.max(np.flatnonzero(expected_fdr <= fdr_target)) + 1
+    )
+    result["expected_fdr"] = expected_fdr
+    result["is_significant"] = np.arange(len(result)) < n_sig
+    return result
+
+
+def _as_list(group) -> list[str]:
+    items = [group] if isinstance(group, str) or not isinstance(group, Sequence) else group
+    return [str(g) for g in items]
 
 
 def _group_indices(obs: pd.DataFrame, groupby: str, group1, group2):

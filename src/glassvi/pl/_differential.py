@@ -45,8 +45,7 @@ def differential_table(data: Any, key: str = DEFAULT_KEY) -> pd.DataFrame:
     elif hasattr(data, "uns"):
         if key not in data.uns:
             raise KeyError(f"{key!r} is not in .uns (available uns keys: {available(data.uns)}).")
-        record = data.uns[key]
-        table = record if isinstance(record, pd.DataFrame) else pd.DataFrame(dict(record))
+        table = _record_table(data.uns[key])
         where = f"uns[{key!r}]"
     else:
         raise TypeError(f"expected an AnnData, MuData or DataFrame, got {type(data).__name__}.")
@@ -54,6 +53,43 @@ def differential_table(data: Any, key: str = DEFAULT_KEY) -> pd.DataFrame:
         table = table.rename_axis("program").reset_index()
     check_columns(table, DIFFERENTIAL_COLUMNS, where)
     return table
+
+
+def _record_table(record: Any) -> pd.DataFrame:
+    """The table of an ``uns`` record of ``ProgramVI.differential_programs``.
+
+    The record holds the table under ``"results"`` next to scanpy's ``rank_genes_groups``
+    fields; a record with only those fields (``names``, ``scores``, ``logfoldchanges``,
+    ``pvals_adj``) is read field by field.
+    """
+    if isinstance(record, pd.DataFrame):
+        return record
+    if not isinstance(record, Mapping):
+        raise TypeError(f"expected a differential-programs record, got {type(record).__name__}.")
+    if "results" in record:
+        return pd.DataFrame(record["results"])
+    if "names" in record and "scores" in record:
+        params = dict(record.get("params") or {})
+        reference = params.get("reference", "rest")
+        fdr = float(params.get("fdr_target", 0.05))
+        frames = []
+        for group in record["names"].dtype.names:
+            frame = pd.DataFrame(
+                {
+                    "program": np.asarray(record["names"][group]).astype(str),
+                    "bayes_factor": np.asarray(record["scores"][group], dtype=float),
+                }
+            )
+            if "logfoldchanges" in record:
+                frame["effect_size"] = np.asarray(record["logfoldchanges"][group], dtype=float)
+            if "is_significant" in record:
+                frame["is_significant"] = np.asarray(record["is_significant"][group], dtype=bool)
+            elif "pvals_adj" in record:
+                frame["is_significant"] = np.asarray(record["pvals_adj"][group]) <= fdr
+            frame["comparison"] = f"{group} vs {reference}"
+            frames.append(frame)
+        return pd.concat(frames, ignore_index=True)
+    return pd.DataFrame(dict(record))
 
 
 def differential(
