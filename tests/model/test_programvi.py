@@ -102,8 +102,9 @@ def test_differential_programs(trained):
     np.testing.assert_allclose(
         res["bayes_factor"], np.log(res.proba + 1e-8) - np.log(1 - res.proba + 1e-8)
     )
+    assert (res["comparison"] == "type_0 vs rest").all()
     stored = adata.uns["programvi_differential"]
-    assert stored["params"]["group1"] == "type_0" and stored["params"]["group2"] == "rest"
+    assert stored["params"]["groupby"] == "cell_type" and stored["params"]["reference"] == "rest"
     pd.testing.assert_frame_equal(stored["results"], res)
     again = model.differential_programs("cell_type", "type_0", n_samples=2000, key_added=None)
     pd.testing.assert_frame_equal(again, res)  # deterministic for a given seed
@@ -121,6 +122,41 @@ def test_differential_programs(trained):
         model.differential_programs("donor", "a")
     with pytest.raises(KeyError, match="group1"):
         model.differential_programs("cell_type", "type_99")
+
+
+def test_differential_programs_in_scanpy_layout_and_plotted(trained, tmp_path):
+    import anndata as ad
+    import scanpy as sc
+
+    model, adata = trained
+    res = model.differential_programs("cell_type", n_samples=1000, key_added="dp_all")
+    groups = sorted(adata.obs["cell_type"].astype(str).unique())
+    assert sorted(res["group1"].unique()) == groups
+    assert (res["group2"] == "rest").all()
+    # every group against the rest, readable by scanpy's own getter
+    for group in groups[:2]:
+        table = sc.get.rank_genes_groups_df(adata, group, key="dp_all")
+        mine = res[res["group1"] == group]
+        assert list(table["names"]) == list(mine.index)
+        np.testing.assert_allclose(table["scores"], mine["bayes_factor"], rtol=1e-5)
+        np.testing.assert_allclose(table["logfoldchanges"], mine["effect_size"], rtol=1e-4)
+        np.testing.assert_allclose(table["pvals_adj"], mine["expected_fdr"], rtol=1e-4)
+    significant = sc.get.rank_genes_groups_df(adata, groups[0], key="dp_all", pval_cutoff=0.05)
+    assert set(significant["names"]) <= set(res.index[res["group1"] == groups[0]])
+    sc.pl.rank_genes_groups(adata, key="dp_all", n_genes=3, show=False)
+    # the plot reads the record just written, and the record survives h5ad
+    glassvi.pl.differential(adata, key="dp_all", show=False, save=tmp_path / "all.png")
+    glassvi.pl.differential(adata, show=False, save=tmp_path / "one.png")
+    path = tmp_path / "dp.h5ad"
+    adata.write_h5ad(path)
+    back = ad.read_h5ad(path)
+    assert sc.get.rank_genes_groups_df(back, groups[0], key="dp_all").shape[0] == res.shape[
+        0
+    ] / len(groups)
+    axes = glassvi.pl.differential(back, key="dp_all", show=False)
+    assert axes is not None
+    table = glassvi.pl.differential_table(back, "dp_all")
+    assert table["comparison"].nunique() == len(groups)
 
 
 @pytest.mark.slow

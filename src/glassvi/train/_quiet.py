@@ -40,6 +40,10 @@ def quiet_training() -> Iterator[None]:
     below INFO, asking for them) and the warnings in :data:`IGNORED_WARNINGS` are ignored; both
     are restored on exit, whatever happens inside the block.
 
+    Yields
+    ------
+    Nothing; the settings apply inside the ``with`` block.
+
     Examples
     --------
     >>> with quiet_training():
@@ -151,6 +155,16 @@ def progress_bar_kwargs(trainer_kwargs: dict) -> dict:
 
     Nothing changes when the user turns the bar off, asks for Lightning's own bar
     (``simple_progress_bar=False``) or passes a progress bar callback.
+
+    Parameters
+    ----------
+    trainer_kwargs
+        Keyword arguments given to ``model.train`` for the trainer.
+
+    Returns
+    -------
+    A copy of ``trainer_kwargs`` with ``simple_progress_bar=False`` and the bar added to
+    ``callbacks`` (or unchanged, see above).
 
     Examples
     --------
