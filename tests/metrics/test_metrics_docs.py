@@ -6,7 +6,7 @@ import pytest
 
 import glassvi.metrics
 
-MODULES = ["_programs", "_attribution", "_stability", "_markers"]
+MODULES = ["_programs", "_attribution", "_stability", "_markers", "_program_stability"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -6,6 +6,7 @@ plain values, dicts or DataFrames; none of them reads or writes an AnnData.
 
 from ._attribution import deletion_curve, faithfulness, insertion_curve, randomization_check
 from ._markers import marker_recovery
+from ._program_stability import program_stability
 from ._programs import (
     activity_correlation,
     member_recovery,
@@ -23,6 +24,7 @@ __all__ = [
     "member_recovery",
     "program_activity_auroc",
     "program_recovery",
+    "program_stability",
     "randomization_check",
     "rank_correlation",
     "stability",
