@@ -220,8 +220,9 @@ def train_programvi(adata, mask_mode: str, seed: int, max_epochs=None, **model_k
     model.train(**kwargs)
     seconds = time.perf_counter() - start
     activity = model.get_program_activity()
-    n_epochs = len(model.history["elbo_train"])
-    return activity, {"train_s": seconds, "epochs": n_epochs}, model
+    elbo = model.history["elbo_train"].to_numpy().ravel()
+    info = {"train_s": seconds, "epochs": len(elbo), "final_elbo_train": float(elbo[-1])}
+    return activity, info, model
 
 
 # ----------------------------------------------------------------------------- scoring

@@ -14,7 +14,7 @@ from mudata import MuData
 from scvi.data import fields
 
 from .. import _keys
-from ..module import ProgramVAE
+from ..module import ProgramVAE, expression_moments
 from ._base import GlassModelBase
 from ._differential import DifferentialProgramsMixin
 from ._docs import setup_docs
@@ -71,6 +71,15 @@ class ProgramVI(DifferentialProgramsMixin, GlassModelBase):
         ``lr * group_lasso * sqrt(n_members)``; values between 0.1 and 0.5 are typical.
     nonnegative
         Constrain decoder weights to be non-negative (default).
+    activity_anchor
+        Weight of the anchor that ties each program's activity to its members' expression
+        (default ``1.0``; ``0`` turns it off). During training, ``activity_anchor * n_members
+        * (1 - r)`` is added to the loss of every minibatch, where ``r`` is the correlation
+        over its cells between the program's posterior-mean activity and the mean
+        standardised log-normalised expression of its members. It fixes the direction of
+        every program, so that no program is carried by a few shared or highly expressed
+        members or flips sign between seeds, and leaves the member weights to the
+        likelihood. See :doc:`/programs`.
     likelihood
         ``"nb"`` (default for RNA), ``"zinb"``, ``"poisson"`` or ``"bernoulli"`` (default for
         ATAC), or a dict per modality, as in :class:`~glassvi.model.LinearVI`.
@@ -113,6 +122,7 @@ class ProgramVI(DifferentialProgramsMixin, GlassModelBase):
         soft_penalty: float = 0.5,
         group_lasso: float = 0.0,
         nonnegative: bool = True,
+        activity_anchor: float = 1.0,
         likelihood: str | dict[str, str] | None = None,
         n_hidden: int = 128,
         n_layers: int = 1,
@@ -129,6 +139,8 @@ class ProgramVI(DifferentialProgramsMixin, GlassModelBase):
             raise ValueError(f"soft_penalty must be >= 0, got {soft_penalty}.")
         if group_lasso < 0:
             raise ValueError(f"group_lasso must be >= 0, got {group_lasso}.")
+        if activity_anchor < 0:
+            raise ValueError(f"activity_anchor must be >= 0, got {activity_anchor}.")
         super().__init__(adata)
         kwargs = self._module_kwargs_from_registry(likelihood, classifier=classifier)
         names, masks = program_masks_of(self.adata, self.adata_manager.registry["setup_args"])
@@ -141,6 +153,8 @@ class ProgramVI(DifferentialProgramsMixin, GlassModelBase):
             soft_penalty=soft_penalty,
             group_lasso=group_lasso,
             nonnegative=nonnegative,
+            activity_anchor=activity_anchor,
+            feature_moments=self._feature_moments(kwargs["likelihoods"]),
             n_hidden=n_hidden,
             n_layers=n_layers,
             dropout_rate=dropout_rate,
@@ -154,6 +168,15 @@ class ProgramVI(DifferentialProgramsMixin, GlassModelBase):
             f"n_batch {kwargs['n_batch']}"
         )
         self.init_params_ = self._get_init_params(locals())
+
+    def _feature_moments(self, likelihoods: dict[str, str]) -> dict[str, tuple]:
+        """Mean and sd of every feature's log-normalised expression, per modality."""
+        out = {}
+        for role, key in self._modality_keys.items():
+            X = self.adata_manager.get_from_registry(key)
+            mean, sd = expression_moments(X, binary=likelihoods[role] == "bernoulli")
+            out[role] = (torch.from_numpy(mean), torch.from_numpy(sd))
+        return out
 
     # ------------------------------------------------------------------------- masks
     @property
@@ -216,6 +239,10 @@ class ProgramVI(DifferentialProgramsMixin, GlassModelBase):
         batch_size: int | None = None,
     ) -> pd.DataFrame:
         """Activity of every program in every cell: the posterior mean of its latent unit.
+
+        With ``activity_anchor > 0`` (the default) each program's activity rises with the
+        expression of its members: it is trained to correlate with their mean standardised
+        log-normalised expression, denoised by the model (see :doc:`/programs`).
 
         Parameters
         ----------
@@ -350,6 +377,7 @@ class ProgramVI(DifferentialProgramsMixin, GlassModelBase):
                 "mask_mode": self.module.mask_mode,
                 "group_lasso": float(self.module.group_lasso),
                 "soft_penalty": float(self.module.soft_penalty),
+                "activity_anchor": float(self.module.activity_anchor),
                 "nonnegative": bool(self.module.nonnegative),
             },
             "active": active.to_numpy(),

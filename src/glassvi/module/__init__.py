@@ -1,5 +1,6 @@
 """Torch modules: encoder, linear and masked decoders, likelihood heads."""
 
+from ._anchor import expression_moments
 from ._decoders import LinearFeatureDecoder
 from ._distributions import FeatureNegativeBinomial, FeaturePoisson, nonzero_key
 from ._program import ProgramDecoder, ProgramVAE
@@ -13,5 +14,6 @@ __all__ = [
     "LIKELIHOODS",
     "ProgramDecoder",
     "ProgramVAE",
+    "expression_moments",
     "nonzero_key",
 ]

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ._anchor import anchor_loss, normalised_log_expression
 from ._decoders import LinearFeatureDecoder
 from ._surgery import freeze_columns_hook, freeze_rows_hook, program_mask_from_state
 from ._vae import GlassVAE
@@ -353,6 +354,17 @@ class ProgramVAE(GlassVAE):
     nonnegative
         Keep decoder weights non-negative, so a high activity means high expression of the
         program's features.
+    activity_anchor
+        Weight of the anchor that ties each program's posterior-mean activity to its members'
+        expression: ``activity_anchor * n_members * (1 - r)`` is added to the loss, where ``r``
+        is the correlation, over the cells of a minibatch, between the activity and the mean
+        standardised log-normalised expression of the program's members. It fixes the
+        direction of every program (no sign flips, no hijacking by a few shared members), not
+        its scale. ``0`` turns it off.
+    feature_moments
+        Mapping modality -> (mean, standard deviation) of each feature's log-normalised
+        expression (``x > 0`` for Bernoulli modalities) in the training data, used to
+        standardise the members in the anchor; defaults to 0 and 1.
     **kwargs
         Further keyword arguments of :class:`~glassvi.module.GlassVAE`.
 
@@ -379,6 +391,8 @@ class ProgramVAE(GlassVAE):
         soft_penalty: float = 0.5,
         group_lasso: float = 0.0,
         nonnegative: bool = True,
+        activity_anchor: float = 0.0,
+        feature_moments: Mapping[str, tuple] | None = None,
         **kwargs,
     ):
         masks = {m: torch.as_tensor(program_masks[m], dtype=torch.bool) for m in n_features}
@@ -387,8 +401,10 @@ class ProgramVAE(GlassVAE):
             raise ValueError(f"program masks have different numbers of programs: {sizes}.")
         if mask_mode not in ("hard", "soft"):
             raise ValueError(f"mask_mode must be 'hard' or 'soft', got {mask_mode!r}.")
-        if n_denovo < 0 or soft_penalty < 0 or group_lasso < 0:
-            raise ValueError("n_denovo, soft_penalty and group_lasso must be >= 0.")
+        if n_denovo < 0 or soft_penalty < 0 or group_lasso < 0 or activity_anchor < 0:
+            raise ValueError(
+                "n_denovo, soft_penalty, group_lasso and activity_anchor must be >= 0."
+            )
         self_n_programs = next(iter(sizes.values()))
         kwargs.pop("n_latent", None)
         super().__init__(
@@ -409,6 +425,76 @@ class ProgramVAE(GlassVAE):
         self.nonnegative = nonnegative
         sizes = sum(dec.mask_sizes() for dec in self.decoders.values())
         self.register_buffer("group_weights", torch.sqrt(sizes.clamp(min=1).float()))
+        self.activity_anchor = float(activity_anchor)
+        moments = dict(feature_moments or {})
+        for mod, n in self.n_features.items():
+            mean, sd = moments.get(mod, (torch.zeros(n), torch.ones(n)))
+            # data statistics, recomputed from the registered data when a model is built, so
+            # they are not part of the saved state (older saved models load unchanged)
+            mean = torch.as_tensor(mean).float().reshape(n)
+            sd = torch.as_tensor(sd).float().reshape(n)
+            self.register_buffer(f"feature_mean_{mod}", mean, persistent=False)
+            self.register_buffer(f"feature_sd_{mod}", sd, persistent=False)
+        self._member_matrices: dict = {}
+
+    # ------------------------------------------------------------------------- anchor
+    def _member_matrix(self, mod: str) -> torch.Tensor:
+        """Sparse ``(n_programs, n_features)`` 0/1 membership matrix of one modality."""
+        dec = self.decoders[mod]
+        device = dec.bias.device
+        cached = self._member_matrices.get(mod)
+        if cached is not None and cached.device == device:
+            return cached
+        if dec.indexed:
+            rows, cols = dec.program_rows, dec.program_cols
+        else:
+            rows, cols = dec.program_mask.nonzero(as_tuple=True)
+        matrix = torch.sparse_coo_tensor(
+            torch.stack([cols, rows]),
+            torch.ones(rows.numel(), device=device),
+            (self.n_programs, dec.n_features),
+            check_invariants=False,
+        ).coalesce()
+        self._member_matrices[mod] = matrix
+        return matrix
+
+    def member_score(self, x: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Mean standardised log-normalised expression of each program's members, per cell.
+
+        This is the gene-set score the activities are anchored to (cells x programs; 0 for a
+        program without members).
+        """
+        total, count = None, None
+        for mod in self.modalities:
+            binary = self.likelihoods[mod] == "bernoulli"
+            y = normalised_log_expression(x[mod].float(), binary)
+            y = (y - getattr(self, f"feature_mean_{mod}")) / getattr(self, f"feature_sd_{mod}")
+            members = self._member_matrix(mod)
+            sums = torch.sparse.mm(members, y.T).T
+            n = self.decoders[mod].mask_sizes().to(y.dtype)
+            total = sums if total is None else total + sums
+            count = n if count is None else count + n
+        return total / count.clamp(min=1.0)
+
+    def anchor_penalty(self, tensors: dict, activity: torch.Tensor) -> torch.Tensor:
+        """Anchor term of the loss for a minibatch (see ``activity_anchor``)."""
+        x = {mod: tensors[key] for mod, key in self.registry_keys.items()}
+        score = self.member_score(x)
+        start = min(self.n_frozen, self.n_programs)
+        weights = self.activity_anchor * self.group_weights[start:] ** 2
+        return anchor_loss(activity[:, start : self.n_programs], score[:, start:], weights)
+
+    def loss(self, tensors, inference_outputs, generative_outputs, kl_weight: float = 1.0):
+        """ELBO loss of :class:`~glassvi.module.GlassVAE` plus the activity anchor."""
+        out = super().loss(tensors, inference_outputs, generative_outputs, kl_weight)
+        if self.activity_anchor <= 0 or self.n_frozen >= self.n_programs:
+            return out
+        penalty = self.anchor_penalty(tensors, inference_outputs["qz"].loc)
+        out.loss = out.loss + penalty
+        extra = dict(out.extra_metrics or {})
+        extra["activity_anchor"] = penalty.detach()
+        out.extra_metrics = extra
+        return out
 
     @property
     def n_frozen(self) -> int:
