@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -35,7 +36,18 @@ import pandas as pd
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
-DATA = HERE.parent.parent / "shared" / "data"
+
+
+def shared_data() -> Path:
+    """The real-data folder: ``$GLASSVI_SHARED_DATA``, else ``shared/data`` above here."""
+    env = os.environ.get("GLASSVI_SHARED_DATA")
+    if env:
+        return Path(env)
+    for parent in HERE.parents:
+        if (parent / "shared" / "data").is_dir():
+            return parent / "shared" / "data"
+    raise FileNotFoundError("shared/data not found; set GLASSVI_SHARED_DATA")
+
 
 #: marker genes per annotated type, written from biology knowledge (not from these data)
 MARKERS = {
@@ -85,7 +97,7 @@ def program_name(cell_type: str) -> str:
 
 
 # ----------------------------------------------------------------------------- data
-def load(name: str, n_cortex: int = 1500):
+def load(name: str, n_cortex: int = 1000):
     """Counts AnnData with ``obs['type']``, and the marker sets of its types."""
     import anndata as ad
     import scipy.sparse as sp
@@ -99,7 +111,7 @@ def load(name: str, n_cortex: int = 1500):
     elif name == "cortex":
         import mudata
 
-        rna = mudata.read_h5mu(DATA / "snareseq_cortex_dev.h5mu")["rna"]
+        rna = mudata.read_h5mu(shared_data() / "snareseq_cortex_dev.h5mu")["rna"]
         labels = rna.obs["cell_type"].astype(str) if "cell_type" in rna.obs else None
         if labels is None:
             raise KeyError("cortex RNA has no cell_type")
@@ -246,10 +258,19 @@ def summarise(aurocs: dict[str, float]) -> dict:
     }
 
 
-def run_dataset(name: str, seeds, modes, max_epochs=None, model_kwargs=None, log=print) -> dict:
+def run_dataset(
+    name: str,
+    seeds,
+    modes,
+    max_epochs=None,
+    model_kwargs=None,
+    log=print,
+    ablation=False,
+    n_cortex=1000,
+) -> dict:
     from glassvi.metrics import program_stability
 
-    adata, markers = load(name)
+    adata, markers = load(name, n_cortex=n_cortex)
     add_mask(adata, markers, case_insensitive=name == "cortex")
     log(f"[{name}] {adata.n_obs} cells x {adata.n_vars} genes, {len(markers)} marker programs")
     peers, seconds = score_peers(adata)
@@ -268,30 +289,33 @@ def run_dataset(name: str, seeds, modes, max_epochs=None, model_kwargs=None, log
         res["seconds"] = round(seconds[method], 2)
         result["methods"][method] = res
         log(f"[{name}] {method}: {res['mean_auroc']:.3f} (min {res['min_auroc']:.3f})")
-    for mode in modes:
+    variants = [("", dict(model_kwargs or {}))]
+    if ablation:
+        variants.append((", no anchor", {**(model_kwargs or {}), "activity_anchor": 0.0}))
+    for mode, (suffix, kwargs) in ((m, v) for v in variants for m in modes):
         runs, activities = [], []
         for seed in seeds:
-            activity, info, _ = train_programvi(
-                adata, mode, seed, max_epochs=max_epochs, **(model_kwargs or {})
-            )
+            activity, info, _ = train_programvi(adata, mode, seed, max_epochs=max_epochs, **kwargs)
             res = summarise(marker_aurocs(activity, adata.obs["type"], markers))
             res.update(seed=seed, **info)
             runs.append(res)
             activities.append(activity)
             log(
-                f"[{name}] ProgramVI {mode} seed {seed}: {res['mean_auroc']:.3f} "
+                f"[{name}] ProgramVI {mode}{suffix} seed {seed}: {res['mean_auroc']:.3f} "
                 f"(min {res['min_auroc']:.3f}, flipped {res['flipped']}, {info['epochs']} "
                 f"epochs, {info['train_s']:.0f} s)"
             )
-        stab = program_stability(activities)
         marker_cols = [program_name(t) for t in markers]
-        result["methods"][f"ProgramVI ({mode})"] = {
+        stab = program_stability(activities) if len(activities) > 1 else None
+        result["methods"][f"ProgramVI ({mode}{suffix})"] = {
             "mean_auroc": float(np.mean([r["mean_auroc"] for r in runs])),
             "worst_seed_mean_auroc": float(np.min([r["mean_auroc"] for r in runs])),
             "min_auroc": float(np.min([r["min_auroc"] for r in runs])),
             "flipped": sorted({t for r in runs for t in r["flipped"]}),
             "seeds": runs,
-            "stability": {
+            "stability": None
+            if stab is None
+            else {
                 "median_all": float(stab["correlation"].median()),
                 "median_marker": float(stab.loc[marker_cols, "correlation"].median()),
                 "min_marker": float(stab.loc[marker_cols, "correlation"].min()),
@@ -306,7 +330,7 @@ def run_simulated(seeds, modes, quick: bool, max_epochs=None, model_kwargs=None,
     import glassvi
     from glassvi.metrics import activity_correlation
 
-    size = {"n_cells": 600, "n_genes": 300} if quick else {"n_cells": 1500, "n_genes": 800}
+    size = {"n_cells": 600, "n_genes": 300} if quick else {"n_cells": 1000, "n_genes": 600}
     adata = glassvi.data.simulate(**size, n_programs=12, n_batches=1, seed=0)
     names = list(adata.uns["simulation"]["program_names"])
     adata.varm["programs"] = pd.DataFrame(
@@ -346,6 +370,10 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="one data set, fewer epochs")
     parser.add_argument("--out", type=Path, default=RESULTS / "programs_real.json")
     parser.add_argument("--datasets", nargs="*", default=None)
+    parser.add_argument(
+        "--ablation", action="store_true", help="also train ProgramVI with activity_anchor=0"
+    )
+    parser.add_argument("--cortex-cells", type=int, default=1000)
     args = parser.parse_args()
     sys.path.insert(0, str(HERE))
     from _common import machine
@@ -356,7 +384,14 @@ def main() -> None:
     max_epochs = 100 if args.quick else None
     result = {"seeds": list(seeds), "epochs": max_epochs or "default"}
     for name in datasets:
-        result[name] = run_dataset(name, seeds, modes, max_epochs=max_epochs)
+        result[name] = run_dataset(
+            name,
+            seeds,
+            modes,
+            max_epochs=max_epochs,
+            ablation=args.ablation,
+            n_cortex=args.cortex_cells,
+        )
     result["simulated"] = run_simulated(seeds, modes, args.quick, max_epochs=max_epochs)
     result["machine"] = machine()
     args.out.parent.mkdir(parents=True, exist_ok=True)
