@@ -73,7 +73,7 @@ class ProgramVI(DifferentialProgramsMixin, GlassModelBase):
         Constrain decoder weights to be non-negative (default).
     activity_anchor
         Weight of the anchor that ties each program's activity to its members' expression
-        (default ``1.0``; ``0`` turns it off). During training, ``activity_anchor * n_members
+        (default ``5.0``; ``0`` turns it off). During training, ``activity_anchor * n_members
         * (1 - r)`` is added to the loss of every minibatch, where ``r`` is the correlation
         over its cells between the program's posterior-mean activity and the mean
         standardised log-normalised expression of its members. It fixes the direction of
@@ -122,7 +122,7 @@ class ProgramVI(DifferentialProgramsMixin, GlassModelBase):
         soft_penalty: float = 0.5,
         group_lasso: float = 0.0,
         nonnegative: bool = True,
-        activity_anchor: float = 1.0,
+        activity_anchor: float = 5.0,
         likelihood: str | dict[str, str] | None = None,
         n_hidden: int = 128,
         n_layers: int = 1,
