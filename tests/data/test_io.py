@@ -49,3 +49,72 @@ def test_bundled_data():
     assert len(glassvi.data.reactome()) == 1615
     with pytest.raises(FileNotFoundError, match="available"):
         glassvi.data.data_path("nothing.gmt")
+
+
+def _write_annotation(path, peaks):
+    """Cell Ranger ARC layout: one row per peak-gene pair, intergenic peaks without a gene."""
+    rows = ["chrom\tstart\tend\tgene\tdistance\tpeak_type"]
+    for i, peak in enumerate(peaks):
+        chrom, rest = peak.split(":")
+        start, end = rest.split("-")
+        if i % 4 == 3:
+            rows.append(f"{chrom}\t{start}\t{end}\t\t\tintergenic")
+            continue
+        rows.append(f"{chrom}\t{start}\t{end}\tGENE{i % 12}\t{-100 * i}\tdistal")
+        if i % 4 == 0:
+            rows.append(f"{chrom}\t{start}\t{end}\tGENE{(i + 1) % 12}\t0\tpromoter")
+    path.write_text("\n".join(rows) + "\n")
+
+
+def test_read_10x_multiome_reads_peak_annotation(tmp_path):
+    path = tmp_path / "filtered_feature_bc_matrix.h5"
+    _, genes, peaks = multiome_h5(path)
+    _write_annotation(tmp_path / "atac_peak_annotation.tsv", peaks)
+    (tmp_path / "atac_fragments.tsv.gz").write_bytes(b"")
+    mdata = glassvi.data.read_10x_multiome(path)
+    atac = mdata["atac"]
+    links = atac.uns["peak_annotation"]
+    assert list(links.columns) == ["peak", "gene", "distance", "peak_type"]
+    # 20 peaks: 5 intergenic, 15 with one gene, 5 of them with a second one
+    assert len(links) == 20 and links["peak"].nunique() == 15
+    assert links["peak"].isin(atac.var_names).all()
+    assert atac.var.loc[peaks[0], "linked_genes"] == "GENE0;GENE1"
+    assert atac.var.loc[peaks[0], "peak_type"] == "distal;promoter"
+    assert atac.var.loc[peaks[3], "linked_genes"] == ""
+    assert atac.uns["files"]["fragments"].endswith("atac_fragments.tsv.gz")
+    # the links feed straight into peak programs
+    glassvi.pp.add_programs(mdata["rna"], {"p": ["GENE0", "GENE1", "GENE2"]}, min_genes=1)
+    summary = glassvi.pp.add_peak_programs(mdata, links="peak_annotation")
+    assert summary.loc["p", "n_peaks"] == 6  # peaks 0, 1, 2 and 12, 13, 14 (gene i % 12)
+    # explicit path, and no annotation at all
+    other = tmp_path / "elsewhere.tsv"
+    _write_annotation(other, peaks[:4])
+    assert (
+        len(
+            glassvi.data.read_10x_multiome(path, peak_annotation=other)["atac"].uns[
+                "peak_annotation"
+            ]
+        )
+        == 4
+    )
+    bare = glassvi.data.read_10x_multiome(path, peak_annotation=False)
+    assert "peak_annotation" not in bare["atac"].uns
+    with pytest.raises(FileNotFoundError, match="missing.tsv"):
+        glassvi.data.read_10x_multiome(path, peak_annotation=tmp_path / "missing.tsv")
+
+
+def test_read_10x_multiome_uses_muon(tmp_path, monkeypatch):
+    import muon
+
+    calls = []
+    original = muon.read_10x_h5
+
+    def spy(*args, **kwargs):
+        calls.append(args)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(muon, "read_10x_h5", spy)
+    path = tmp_path / "m.h5"
+    multiome_h5(path)
+    glassvi.data.read_10x_multiome(path)
+    assert len(calls) == 1

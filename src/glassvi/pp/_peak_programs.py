@@ -13,6 +13,7 @@ from mudata import MuData
 from scipy import sparse
 
 from .._validation import to_bool_values
+from ._annotation import peak_gene_links
 from ._programs import GeneSets, LongGeneSets, as_long_gene_sets, membership_matrix
 from ._utils import (
     check_anndata,
@@ -133,9 +134,11 @@ def add_peak_programs(
         :func:`~glassvi.pp.add_programs` accepts: a dict of name -> genes, a GMT path, a
         long-form ``source``/``target`` DataFrame or a boolean genes x programs DataFrame.
     links
-        Peak-gene links with columns ``peak`` and ``gene`` (as returned by
-        :func:`~glassvi.pp.link_peaks`), or the ``atac.uns`` key where they are stored.
-        Required.
+        Peak-gene links: a DataFrame with peak and gene columns (as returned by
+        :func:`~glassvi.pp.link_peaks` or :func:`~glassvi.pp.read_peak_annotation`, or any
+        peak-gene table), the ``atac.uns`` key where such a table is stored, an ``atac.var``
+        column of linked genes, or the path of a Cell Ranger (ARC) ``atac_peak_annotation.tsv``;
+        see :func:`~glassvi.pp.peak_gene_links`. Required.
     key_added
         Key of the peak mask in ``atac.varm`` and of its provenance in ``atac.uns``.
     rna_key
@@ -208,18 +211,8 @@ def add_peak_programs(
             "`links` is required: the DataFrame returned by glassvi.pp.link_peaks, or the "
             "atac.uns key where it was stored"
         )
-    links_source = "DataFrame"
-    if isinstance(links, str):
-        if links not in atac.uns:
-            raise ValueError(f"atac.uns has no {links!r}; run glassvi.pp.link_peaks first")
-        links_source, links = f"atac.uns[{links!r}]", atac.uns[links]
-    if not isinstance(links, pd.DataFrame):
-        raise TypeError(f"links must be a DataFrame, got {type(links).__name__}")
-    missing = [column for column in ("peak", "gene") if column not in links.columns]
-    if missing:
-        raise ValueError(
-            f"links lack the columns {', '.join(missing)}; they have {examples(links.columns)}"
-        )
+    links_source = links if isinstance(links, str) else type(links).__name__
+    links = peak_gene_links(atac, links)
     if not atac.var_names.is_unique:
         raise ValueError("atac.var_names must be unique; call atac.var_names_make_unique()")
 
