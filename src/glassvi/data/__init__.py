@@ -8,11 +8,13 @@ network needed) and :func:`read_10x_multiome` reads Cell Ranger ARC output.
 from ._datasets import data_path, gene_positions, go_bp, hallmark, immune1k, pbmc68k, reactome
 from ._io import read_10x_multiome
 from ._simulate import simulate
+from ._snareseq import snareseq_cortex
 
 __all__ = [
     "simulate",
     "pbmc68k",
     "immune1k",
+    "snareseq_cortex",
     "hallmark",
     "reactome",
     "go_bp",

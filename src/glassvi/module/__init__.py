@@ -4,7 +4,7 @@ from ._anchor import expression_moments
 from ._decoders import LinearFeatureDecoder
 from ._distributions import FeatureNegativeBinomial, FeaturePoisson, nonzero_key
 from ._program import ProgramDecoder, ProgramVAE
-from ._vae import LIKELIHOODS, GlassVAE
+from ._vae import LIKELIHOODS, GlassVAE, resolve_modality_weights
 
 __all__ = [
     "FeatureNegativeBinomial",
@@ -16,4 +16,5 @@ __all__ = [
     "ProgramVAE",
     "expression_moments",
     "nonzero_key",
+    "resolve_modality_weights",
 ]

@@ -31,6 +31,41 @@ def _log_softmax_and_mean(eta: torch.Tensor, lib: torch.Tensor):
     return log_mu, mu
 
 
+def resolve_modality_weights(
+    modality_weights: Mapping[str, float] | str | None, n_features: Mapping[str, int]
+) -> torch.Tensor:
+    """Loss weight of each modality, in the order of ``n_features``.
+
+    ``None`` weighs every modality 1; ``"balanced"`` weighs modality ``m`` by
+    ``min(1, n_min / n_features[m])`` with ``n_min`` the smallest number of features; a mapping
+    gives weights by name (missing modalities weigh 1).
+
+    Examples
+    --------
+    >>> resolve_modality_weights("balanced", {"rna": 2000, "atac": 50000})
+    tensor([1.0000, 0.0400])
+    """
+    names = list(n_features)
+    if modality_weights is None:
+        weights = dict.fromkeys(names, 1.0)
+    elif isinstance(modality_weights, str):
+        if modality_weights != "balanced":
+            raise ValueError(
+                f"modality_weights must be a dict, 'balanced' or None, got {modality_weights!r}."
+            )
+        n_min = min(n_features.values())
+        weights = {m: min(1.0, n_min / max(n, 1)) for m, n in n_features.items()}
+    else:
+        unknown = set(modality_weights) - set(names)
+        if unknown:
+            raise ValueError(f"modality_weights given for unknown modalities {sorted(unknown)}.")
+        weights = {m: float(modality_weights.get(m, 1.0)) for m in names}
+    bad = {m: w for m, w in weights.items() if not w >= 0}
+    if bad:
+        raise ValueError(f"modality weights must be >= 0, got {bad}.")
+    return torch.tensor([weights[m] for m in names], dtype=torch.float32)
+
+
 def transform_counts(x: torch.Tensor, likelihood: str) -> torch.Tensor:
     """Encoder input for one modality: binarised for Bernoulli, ``log1p`` otherwise."""
     if likelihood == "bernoulli":
@@ -91,6 +126,12 @@ class GlassVAE(BaseModuleClass):
         ``n_labels >= 2``.
     classification_ratio
         Weight of the mean cross-entropy of labelled cells in the loss.
+    modality_weights
+        Factor on each modality's reconstruction NLL in the loss (mapping modality name ->
+        weight; missing modalities weigh 1). ``"balanced"`` weighs modality ``m`` by
+        ``min(1, n_min / n_features[m])``, where ``n_min`` is the smallest number of features of
+        any modality, so that a modality with many sparse features (peaks) does not outweigh
+        one with fewer (genes). The logged reconstruction losses stay unweighted.
 
     Examples
     --------
@@ -123,6 +164,7 @@ class GlassVAE(BaseModuleClass):
         use_layer_norm: bool = True,
         classifier: bool = False,
         classification_ratio: float = 50.0,
+        modality_weights: Mapping[str, float] | str | None = None,
     ):
         super().__init__()
         self.modalities = list(n_features)
@@ -142,6 +184,12 @@ class GlassVAE(BaseModuleClass):
         self.dispersion = dispersion
         self.n_continuous_cov = n_continuous_cov
         self.n_cats_per_cov = list(n_cats_per_cov or [])
+        # not saved: rebuilt from the init parameters, so older saved models still load
+        self.register_buffer(
+            "modality_weights",
+            resolve_modality_weights(modality_weights, self.n_features),
+            persistent=False,
+        )
         log_means = dict(library_log_means or {})
         self.register_buffer(
             "library_log_means",
@@ -389,10 +437,11 @@ class GlassVAE(BaseModuleClass):
         generative_outputs: dict,
         kl_weight: float = 1.0,
     ) -> LossOutput:
-        """ELBO loss: summed reconstruction NLL of all modalities plus weighted KL of ``z``."""
+        """Loss: the modality-weighted reconstruction NLL plus the weighted KL of ``z``."""
         rec = self.reconstruction_nll(tensors, generative_outputs)
         kl_z = kl(inference_outputs["qz"], generative_outputs["pz"]).sum(-1)
-        rec_total = torch.stack(list(rec.values()), dim=0).sum(0)
+        weights = self.modality_weights
+        rec_total = sum(weights[i] * rec[m] for i, m in enumerate(self.modalities))
         loss = torch.mean(rec_total + kl_weight * kl_z) + self.penalty()
         labels = tensors.get(REGISTRY_KEYS.LABELS_KEY)
         if self.classifier is None or labels is None:
