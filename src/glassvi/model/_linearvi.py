@@ -51,6 +51,13 @@ class LinearVI(GlassModelBase):
         cells of the unlabelled category only enter the ELBO). ``None`` (default) adds it when
         a ``labels_key`` with at least two labels was registered. Its weight in the loss is
         ``classification_ratio`` (a keyword of :class:`~glassvi.module.GlassVAE`, default 50).
+    modality_weights
+        How much each modality shapes the program activities (the latent units), in ``[0, 1]``;
+        each modality's decoder always fits its own counts. ``None`` (default): ATAC weighs
+        0.0 next to RNA (1 when modelled alone). Chosen by measurement on real SNARE-seq
+        cortex data, where a plain joint model let 25,000 sparse peaks decide what the
+        activities mean and lowered marker-program AUROC below RNA alone. ``{"atac": 1.0}`` is
+        the plain joint model. See :func:`glassvi.module.resolve_modality_weights`.
     **module_kwargs
         Further keyword arguments of :class:`~glassvi.module.GlassVAE`.
 
@@ -78,6 +85,7 @@ class LinearVI(GlassModelBase):
         dispersion: Literal["gene", "gene-batch"] = "gene",
         nonnegative: bool = False,
         classifier: bool | None = None,
+        modality_weights: dict[str, float] | None = None,
         **module_kwargs,
     ):
         super().__init__(adata)

@@ -95,6 +95,13 @@ class ProgramVI(DifferentialProgramsMixin, GlassModelBase):
         Train a linear cell-label head on the program activities, so the logit of each class is
         a weighted sum of programs. ``None`` (default) adds it when a ``labels_key`` with at
         least two labels was registered.
+    modality_weights
+        How much each modality shapes the program activities (the latent units), in ``[0, 1]``;
+        each modality's decoder always fits its own counts. ``None`` (default): ATAC weighs
+        0.0 next to RNA (1 when modelled alone). Chosen by measurement on real SNARE-seq
+        cortex data, where a plain joint model let 25,000 sparse peaks decide what the
+        activities mean and lowered marker-program AUROC below RNA alone. ``{"atac": 1.0}`` is
+        the plain joint model. See :func:`glassvi.module.resolve_modality_weights`.
     **module_kwargs
         Further keyword arguments of :class:`~glassvi.module.ProgramVAE`.
 
@@ -129,6 +136,7 @@ class ProgramVI(DifferentialProgramsMixin, GlassModelBase):
         dropout_rate: float = 0.1,
         dispersion: Literal["gene", "gene-batch"] = "gene",
         classifier: bool | None = None,
+        modality_weights: dict[str, float] | None = None,
         **module_kwargs,
     ):
         if n_denovo < 0:
@@ -159,6 +167,7 @@ class ProgramVI(DifferentialProgramsMixin, GlassModelBase):
             n_layers=n_layers,
             dropout_rate=dropout_rate,
             dispersion=dispersion,
+            modality_weights=modality_weights,
             **module_kwargs,
         )
         n_members = {role: int(m.sum()) for role, m in masks.items()}

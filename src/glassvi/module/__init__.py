@@ -4,7 +4,7 @@ from ._anchor import expression_moments
 from ._decoders import LinearFeatureDecoder
 from ._distributions import FeatureNegativeBinomial, FeaturePoisson, nonzero_key
 from ._program import ProgramDecoder, ProgramVAE
-from ._vae import LIKELIHOODS, GlassVAE, resolve_modality_weights
+from ._vae import LIKELIHOODS, MULTIOME_ATAC_WEIGHT, GlassVAE, resolve_modality_weights
 
 __all__ = [
     "FeatureNegativeBinomial",
@@ -12,6 +12,7 @@ __all__ = [
     "GlassVAE",
     "LinearFeatureDecoder",
     "LIKELIHOODS",
+    "MULTIOME_ATAC_WEIGHT",
     "ProgramDecoder",
     "ProgramVAE",
     "expression_moments",
