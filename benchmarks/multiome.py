@@ -130,6 +130,7 @@ def train_timed(model, epochs: int) -> dict:
         max_epochs=epochs,
         batch_size=128,
         train_size=1.0,
+        early_stopping=False,
         enable_progress_bar=False,
         callbacks=[timer],
     )
