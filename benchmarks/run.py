@@ -301,6 +301,8 @@ def programs_real_section(res: dict) -> list[str]:
         ]
         for method, r in sim["methods"].items():
             lines.append(f"| {method} | {r['mean_r']:.3f} ({r['min_r']:.3f}) |")
+
+
 def multiome_section(res: dict) -> list[str]:
     sp = res["speed"]
     med, ratios, nnz = sp["median_epoch_s"], sp["ratios"], sp["per_nonzero"]
