@@ -462,16 +462,19 @@ class ProgramVAE(GlassVAE):
         """Mean standardised log-normalised expression of each program's members, per cell.
 
         This is the gene-set score the activities are anchored to (cells x programs; 0 for a
-        program without members).
+        program without members). Members of each modality count by that modality's weight
+        (``modality_weights``), so by default peaks do not steer the anchor next to genes.
         """
         total, count = None, None
-        for mod in self.modalities:
+        for i, mod in enumerate(self.modalities):
+            # a modality counts as much as it may shape the activities (modality_weights)
+            weight = self.modality_weights[i]
             binary = self.likelihoods[mod] == "bernoulli"
             y = normalised_log_expression(x[mod].float(), binary)
             y = (y - getattr(self, f"feature_mean_{mod}")) / getattr(self, f"feature_sd_{mod}")
             members = self._member_matrix(mod)
-            sums = torch.sparse.mm(members, y.T).T
-            n = self.decoders[mod].mask_sizes().to(y.dtype)
+            sums = weight * torch.sparse.mm(members, y.T).T
+            n = weight * self.decoders[mod].mask_sizes().to(y.dtype)
             total = sums if total is None else total + sums
             count = n if count is None else count + n
         return total / count.clamp(min=1.0)
