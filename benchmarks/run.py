@@ -304,6 +304,8 @@ def programs_real_section(res: dict) -> list[str]:
 
 
 def multiome_section(res: dict) -> list[str]:
+    if "speed" not in res:
+        return ["## Multiome", "", "Speed not measured in this run.", ""]
     sp = res["speed"]
     med, ratios, nnz = sp["median_epoch_s"], sp["ratios"], sp["per_nonzero"]
     lines = [
@@ -332,7 +334,7 @@ def multiome_section(res: dict) -> list[str]:
         "ProgramVI ATAC |",
         "|---|---|---|---|---|",
     ]
-    for markers, q in res["quality"].items():
+    for markers, q in res.get("quality", {}).items():
         mean, low = q["mean"], q["min"]
         cells = [
             f"{mean[m]:.3f} (min {low[m]:.3f})"
