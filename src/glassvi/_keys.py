@@ -10,7 +10,8 @@ Results of a model are written under a *prefix* (``key_added``, by default the m
   run (``.varm``, ``.obsm``, ``.uns``);
 - ``absolute(key)``: ``"{key}_abs"``, its mean absolute companion;
 - ``by_group(key, groupby)``: ``"{key}_by_{groupby}"``, its per-group means;
-- ``differential(prefix)``: ``"{prefix}_differential"``, differential programs (``.uns``).
+- ``differential(prefix)``: ``"{prefix}_differential"``, differential programs (``.uns``);
+- ``EVIDENCE``: the field of ``.uns[prefix]`` holding ProgramVI's evidence for every program.
 
 Use it as ``from .. import _keys`` and ``_keys.attribution(prefix, method, target)``; a new kind
 of key gets a function here.
@@ -29,6 +30,8 @@ GROUP_SEP = "|"
 #: default prefix (``key_added``) and decoder-weights suffix of each model class
 LINEARVI, LINEARVI_WEIGHTS = "linearvi", "loadings"
 PROGRAMVI, PROGRAMVI_WEIGHTS = "programvi", "weights"
+#: field of ``.uns[prefix]`` holding ProgramVI's evidence table (``program_evidence``)
+EVIDENCE = "evidence"
 
 
 def latent(prefix: str) -> str:

@@ -187,7 +187,7 @@ def intrinsic_results(model: ExplainableModel, adata, key_added: str, batch_size
             "posterior": "mean",
         },
     }
-    extras = dict(model._intrinsic_extras())
+    extras = dict(model._intrinsic_extras(adata, batch_size))
     uns["params"].update(extras.pop("params", {}))
     uns.update(extras)
     return {"obsm": obsm, "varm": varm, "uns": {key_added: uns}}

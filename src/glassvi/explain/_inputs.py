@@ -216,6 +216,9 @@ def cell_masks(model: ExplainableModel, target_kind: str) -> list[torch.Tensor |
     if target_kind != "latent":
         return None
     masks = [getattr(model.module.decoders[r], "mask", None) for r in model.modalities]
+    n_hidden = getattr(model.module, "n_decoys", 0)  # ProgramVAE's hidden decoy programs
+    if n_hidden:
+        masks = [None if m is None else m[:, : m.shape[1] - n_hidden] for m in masks]
     if all(m is None for m in masks):
         return None
     return masks

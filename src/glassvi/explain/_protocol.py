@@ -70,7 +70,7 @@ class ExplainableModel(Protocol):
     def _var_names(self, role: str, adata=None) -> pd.Index:
         """Feature names of modality ``role`` (of the training data by default)."""
 
-    def _intrinsic_extras(self) -> dict:
+    def _intrinsic_extras(self, adata=None, batch_size: int | None = None) -> dict:
         """Model-specific ``.uns`` fields of the intrinsic explanation (``"params"`` merged)."""
 
     def _check_if_trained(self, warn: bool = True) -> None:

@@ -181,7 +181,7 @@ class GlassModelBase(
         mod = self._modality_names.get(role)
         return adata[mod] if mod is not None else adata
 
-    def _intrinsic_extras(self) -> dict:
+    def _intrinsic_extras(self, adata=None, batch_size: int | None = None) -> dict:
         """Model-specific ``.uns`` fields of ``explain(method="weights")``; none here."""
         return {}
 

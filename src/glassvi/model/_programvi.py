@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Sequence
 from typing import Literal
 
@@ -15,6 +16,7 @@ from scvi.data import fields
 
 from .. import _keys
 from ..module import ProgramVAE, expression_moments
+from . import _evidence
 from ._base import GlassModelBase
 from ._differential import DifferentialProgramsMixin
 from ._docs import setup_docs
@@ -27,12 +29,13 @@ from ._masks import (
     program_registry_key,
     read_mask,
 )
+from ._program_evidence import ProgramEvidenceMixin
 from ._query import prepare_query_masks, reference_state
 
 logger = logging.getLogger(__name__)
 
 
-class ProgramVI(DifferentialProgramsMixin, GlassModelBase):
+class ProgramVI(ProgramEvidenceMixin, DifferentialProgramsMixin, GlassModelBase):
     """Gene-program VAE: every latent unit is a named program, for RNA, ATAC or multiome.
 
     The decoder of each modality is linear and masked: latent unit ``k`` can only drive the
@@ -102,6 +105,12 @@ class ProgramVI(DifferentialProgramsMixin, GlassModelBase):
         cortex data, where a plain joint model let 25,000 sparse peaks decide what the
         activities mean and lowered marker-program AUROC below RNA alone. ``{"atac": 1.0}`` is
         the plain joint model. See :func:`glassvi.module.resolve_modality_weights`.
+    n_decoys
+        Number of hidden decoy programs trained alongside the annotated ones: random feature
+        sets matched to the programs in size and expression. They give
+        :meth:`program_evidence` its null distribution and never appear in any output
+        (activities, weights, explanations). ``None`` (default): as many as there are programs,
+        at least 100 and at most 1000; ``0`` turns them off (and the p-values with them).
     **module_kwargs
         Further keyword arguments of :class:`~glassvi.module.ProgramVAE`.
 
@@ -137,8 +146,11 @@ class ProgramVI(DifferentialProgramsMixin, GlassModelBase):
         dispersion: Literal["gene", "gene-batch"] = "gene",
         classifier: bool | None = None,
         modality_weights: dict[str, float] | None = None,
+        n_decoys: int | None = None,
         **module_kwargs,
     ):
+        if n_decoys is not None and n_decoys < 0:
+            raise ValueError(f"n_decoys must be >= 0 or None, got {n_decoys}.")
         if n_denovo < 0:
             raise ValueError(f"n_denovo must be >= 0, got {n_denovo}.")
         if mask_mode not in ("hard", "soft"):
@@ -153,9 +165,13 @@ class ProgramVI(DifferentialProgramsMixin, GlassModelBase):
         kwargs = self._module_kwargs_from_registry(likelihood, classifier=classifier)
         names, masks = program_masks_of(self.adata, self.adata_manager.registry["setup_args"])
         self._program_names = names
+        self.n_decoys = _evidence.default_n_decoys(len(names)) if n_decoys is None else n_decoys
+        n_members = {role: int(m.sum()) for role, m in masks.items()}
+        masks = self._with_decoys(masks, kwargs["likelihoods"])
         self.module = self._module_cls(
             **kwargs,
             program_masks={role: torch.from_numpy(m) for role, m in masks.items()},
+            n_decoys=self.n_decoys,
             n_denovo=n_denovo,
             mask_mode=mask_mode,
             soft_penalty=soft_penalty,
@@ -170,9 +186,9 @@ class ProgramVI(DifferentialProgramsMixin, GlassModelBase):
             modality_weights=modality_weights,
             **module_kwargs,
         )
-        n_members = {role: int(m.sum()) for role, m in masks.items()}
         self._model_summary_string = (
-            f"ProgramVI: {len(names)} programs ({n_members} memberships), {n_denovo} de novo, "
+            f"ProgramVI: {len(names)} programs ({n_members} memberships), {self.n_decoys} "
+            f"hidden decoys, {n_denovo} de novo, "
             f"{mask_mode} mask, group_lasso {group_lasso}, modalities {kwargs['likelihoods']}, "
             f"n_batch {kwargs['n_batch']}"
         )
@@ -187,6 +203,20 @@ class ProgramVI(DifferentialProgramsMixin, GlassModelBase):
             out[role] = (torch.from_numpy(mean), torch.from_numpy(sd))
         return out
 
+    def _with_decoys(
+        self, masks: dict[str, np.ndarray], likelihoods: dict[str, str]
+    ) -> dict[str, np.ndarray]:
+        """Masks with the decoy programs appended after the annotated programs."""
+        if not self.n_decoys:
+            return masks
+        means = {}
+        for role, key in self._modality_keys.items():
+            X = self.adata_manager.get_from_registry(key)
+            binary = likelihoods[role] == "bernoulli"
+            means[role] = np.asarray(_evidence.log_normalised(X, binary=binary).mean(0)).ravel()
+        decoys = _evidence.decoy_masks(masks, means, self.n_decoys, seed=0)
+        return {role: np.hstack([m, decoys[role]]) for role, m in masks.items()}
+
     # ------------------------------------------------------------------------- masks
     @property
     def program_names(self) -> list[str]:
@@ -195,6 +225,26 @@ class ProgramVI(DifferentialProgramsMixin, GlassModelBase):
 
     def _latent_names(self) -> list[str]:
         return self.program_names + [f"denovo_{i}" for i in range(self.module.n_denovo)]
+
+    def get_latent_representation(self, *args, **kwargs):
+        """Posterior mean (or samples, or distribution) of the programs and de novo units.
+
+        Arguments of :meth:`scvi.model.base.VAEMixin.get_latent_representation`; the columns
+        are the latent units in :meth:`get_program_activity`'s order (decoy programs hidden).
+
+        Examples
+        --------
+        >>> z = model.get_latent_representation()
+        """
+        out = self._full_latent_representation(*args, **kwargs)
+        cols = self.module.visible_units().cpu().numpy()
+        if isinstance(out, tuple):
+            return tuple(np.asarray(o)[..., cols] for o in out)
+        return np.asarray(out)[..., cols]
+
+    def _full_latent_representation(self, *args, **kwargs):
+        """Latent representation of every unit, decoys included."""
+        return super().get_latent_representation(*args, **kwargs)
 
     # ------------------------------------------------------------------------- data loading
     def _loader_keys(self, adata=None) -> list[str]:
@@ -279,16 +329,18 @@ class ProgramVI(DifferentialProgramsMixin, GlassModelBase):
         return pd.DataFrame(latent, index=obs_names, columns=self._latent_names())
 
     def _unit_index(self, program: str | int) -> int:
+        """Module latent index of a program or de novo unit given by name or position."""
         names = self._latent_names()
+        visible = self.module.visible_units().cpu().numpy()
         if isinstance(program, int | np.integer):
             if not 0 <= program < len(names):
                 raise IndexError(f"program index {program} out of range (0..{len(names) - 1}).")
-            return int(program)
+            return int(visible[program])
         if program not in names:
             close = [n for n in names if str(program).lower() in n.lower()][:5]
             hint = f"; did you mean one of {close}?" if close else ""
             raise KeyError(f"program {program!r} is not a latent unit of this model{hint}")
-        return names.index(program)
+        return int(visible[names.index(program)])
 
     @torch.inference_mode()
     def get_program_genes(self, program: str | int, modality: str | None = None) -> pd.DataFrame:
@@ -371,17 +423,22 @@ class ProgramVI(DifferentialProgramsMixin, GlassModelBase):
         >>> active = model.active_programs()
         >>> active[~active].index  # programs switched off by the group lasso
         """
-        norms = self.module.program_norms().cpu().numpy()
+        norms = self.module.program_norms()[self.module.visible_units()].cpu().numpy()
         out = pd.Series(norms > tol, index=self._latent_names(), name="active")
         out.attrs["norm"] = pd.Series(norms, index=out.index, name="norm")
         return out
 
-    def _intrinsic_extras(self) -> dict:
+    def _intrinsic_extras(self, adata=None, batch_size: int | None = None) -> dict:
         active = self.active_programs()
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="this model has no decoy programs")
+            evidence = self.program_evidence(adata, batch_size=batch_size)
+        evidence.attrs = {}  # h5ad stores the frame, not its attrs
         return {
             "programs": np.asarray(self.program_names, dtype=object),
             "params": {
-                "n_programs": int(self.module.n_programs),
+                "n_programs": len(self._program_names),
+                "n_decoys": int(self.n_decoys),
                 "n_denovo": int(self.module.n_denovo),
                 "mask_mode": self.module.mask_mode,
                 "group_lasso": float(self.module.group_lasso),
@@ -391,6 +448,7 @@ class ProgramVI(DifferentialProgramsMixin, GlassModelBase):
             },
             "active": active.to_numpy(),
             "weight_norm": active.attrs["norm"].to_numpy(),
+            _keys.EVIDENCE: evidence,
         }
 
     # ------------------------------------------------------------------------- setup

@@ -365,6 +365,11 @@ class ProgramVAE(GlassVAE):
         Mapping modality -> (mean, standard deviation) of each feature's log-normalised
         expression (``x > 0`` for Bernoulli modalities) in the training data, used to
         standardise the members in the anchor; defaults to 0 and 1.
+    n_decoys
+        How many of the masks' programs, the last ones, are hidden decoy programs: trained like
+        the others but left out of :meth:`loadings`, :meth:`latent_from_inputs`,
+        :meth:`visible_units` and the classification head (see
+        :meth:`glassvi.model.ProgramVI.program_evidence`).
     **kwargs
         Further keyword arguments of :class:`~glassvi.module.GlassVAE`.
 
@@ -393,6 +398,7 @@ class ProgramVAE(GlassVAE):
         nonnegative: bool = True,
         activity_anchor: float = 0.0,
         feature_moments: Mapping[str, tuple] | None = None,
+        n_decoys: int = 0,
         **kwargs,
     ):
         masks = {m: torch.as_tensor(program_masks[m], dtype=torch.bool) for m in n_features}
@@ -436,6 +442,11 @@ class ProgramVAE(GlassVAE):
             self.register_buffer(f"feature_mean_{mod}", mean, persistent=False)
             self.register_buffer(f"feature_sd_{mod}", sd, persistent=False)
         self._member_matrices: dict = {}
+        if not 0 <= n_decoys <= self.n_programs:
+            raise ValueError(f"n_decoys must be in [0, n_programs], got {n_decoys}.")
+        self.n_decoys = int(n_decoys)
+        if self.n_decoys:
+            self._hide_decoys_()
 
     # ------------------------------------------------------------------------- anchor
     def _member_matrix(self, mod: str) -> torch.Tensor:
@@ -498,6 +509,47 @@ class ProgramVAE(GlassVAE):
         extra["activity_anchor"] = penalty.detach()
         out.extra_metrics = extra
         return out
+
+    @torch.no_grad()
+    def _hide_decoys_(self) -> None:
+        """Classifier over the visible units; initial weights on the scale without decoys."""
+        n_visible = self.n_latent - self.n_decoys
+        if self.classifier is not None:
+            old = self.classifier
+            self.classifier = nn.Linear(n_visible, old.out_features, device=old.weight.device)
+        # the decoders draw initial weights on a 1 / sqrt(n_latent) scale: the hidden decoys
+        # must not make the annotated programs start smaller than they would without them
+        factor = math.sqrt(self.n_latent / max(n_visible, 1))
+        for dec in self.decoders.values():
+            dec.weight.mul_(factor)
+            if dec.indexed:
+                dec.program_values.mul_(factor)
+            else:
+                dec.program_weight.mul_(factor)
+
+    def visible_units(self) -> torch.Tensor:
+        """Indices of the latent units outside the module: programs and de novo, no decoys."""
+        n_real = self.n_programs - self.n_decoys
+        device = self.group_weights.device
+        return torch.cat(
+            [
+                torch.arange(n_real, device=device),
+                torch.arange(self.n_programs, self.n_latent, device=device),
+            ]
+        )
+
+    def classifier_input(self, z: torch.Tensor) -> torch.Tensor:
+        """The visible latent units (decoys are left out of the classification head)."""
+        return z[..., self.visible_units()] if self.n_decoys else z
+
+    def loadings(self, modality: str) -> torch.Tensor:
+        """Decoder weights (features x visible latent units) of one modality."""
+        full = super().loadings(modality)
+        return full[:, self.visible_units()] if self.n_decoys else full
+
+    def latent_from_inputs(self, inputs, *covariates) -> torch.Tensor:
+        """Posterior mean of the visible latent units from attribution inputs."""
+        return self.classifier_input(super().latent_from_inputs(inputs, *covariates))
 
     @property
     def n_frozen(self) -> int:
@@ -571,9 +623,10 @@ class ProgramVAE(GlassVAE):
             dec.weight.register_hook(freeze_columns_hook(n_old - dec.n_programs))
         if self.classifier is not None:
             old = self.classifier
-            new = nn.Linear(n_old + n_new, old.out_features, device=old.weight.device)
+            n_seen = old.in_features  # the classifier reads the visible units only
+            new = nn.Linear(n_seen + n_new, old.out_features, device=old.weight.device)
             new.weight.zero_()
-            new.weight[:, :n_old] = old.weight
+            new.weight[:, :n_seen] = old.weight
             new.bias.copy_(old.bias)
             new.requires_grad_(False)
             self.classifier = new

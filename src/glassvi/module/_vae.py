@@ -350,6 +350,10 @@ class GlassVAE(BaseModuleClass):
         qz, _ = self.z_encoder(enc, *self._cat_list(batch_index, cat_covs))
         return qz.loc
 
+    def classifier_input(self, z: torch.Tensor) -> torch.Tensor:
+        """The latent units the classification head reads (all of them here)."""
+        return z
+
     def classify(
         self,
         x: Mapping[str, torch.Tensor],
@@ -360,7 +364,8 @@ class GlassVAE(BaseModuleClass):
         """Class logits of the classification head, from the posterior mean of ``z``."""
         if self.classifier is None:
             raise ValueError("This module has no classifier head.")
-        return self.classifier(self.posterior_mean(x, batch_index, cat_covs, cont_covs))
+        z = self.posterior_mean(x, batch_index, cat_covs, cont_covs)
+        return self.classifier(self.classifier_input(z))
 
     @auto_move_data
     def inference(
@@ -479,7 +484,7 @@ class GlassVAE(BaseModuleClass):
             )
         labels = labels.reshape(-1).long()
         labelled = labels < self.n_labels
-        logits = self.classifier(inference_outputs["qz"].loc)[labelled]
+        logits = self.classifier(self.classifier_input(inference_outputs["qz"].loc))[labelled]
         if labelled.any():
             ce = F.cross_entropy(logits, labels[labelled])
         else:
