@@ -12,6 +12,8 @@ from . import _keys
 
 MODELS = ("program", "linear")
 BUNDLED_PROGRAMS = ("hallmark", "reactome", "go_bp")
+#: programs carried by fewer effective genes than this are marked in the summary
+FEW_GENES = 3.0
 
 
 class CLIError(Exception):
@@ -147,13 +149,68 @@ def _add_programs(data, args) -> str:
 
 
 def _program_summary(model, top: int, n_programs: int = 10) -> str:
-    activity = model.get_program_activity()
-    spread = activity.std(axis=0).sort_values(ascending=False)
-    lines = [f"Most variable program activities (top {n_programs}) and their top genes:"]
-    for name in spread.index[:n_programs]:
-        genes = model.get_program_genes(name)
-        best = genes[genes["weight"] > 0].head(top)
-        lines.append(f"  {name} (sd {spread[name]:.2f}): " + ", ".join(map(str, best.index)))
+    evidence = model.program_evidence()
+    genes = {}
+    for name in evidence.index:
+        weights = model.get_program_genes(name)
+        genes[name] = list(weights[weights["weight"] > 0].head(top).index)
+    return format_program_evidence(evidence, genes, n_programs)
+
+
+def format_program_evidence(evidence, genes: dict, n_programs: int = 10) -> str:
+    """Text listing of programs by their evidence, marking the ones not to trust.
+
+    The top list holds the programs the data support (``significant``) that three or more
+    genes carry (``effective_genes >= 3``), strongest evidence first; below it, programs
+    carried by one or two genes are marked ``[1-2 genes]`` and the strongest of the programs
+    the data do not support ``[unsupported]``.
+    """
+    few = evidence["effective_genes"].fillna(0) < FEW_GENES
+    has_p = bool(evidence["pvalue"].notna().any())
+    supported = evidence["significant"].astype(bool) if has_p else few | True
+    level = evidence.attrs.get("fdr_level", 0.1)
+    n_decoys = evidence.attrs.get("n_decoys", 0)
+    if not has_p:
+        evidence = evidence.sort_values("coherence", ascending=False, kind="stable")
+        head = (
+            "Programs by coherence (no decoy programs were trained, so there are no p-values; "
+            f"top {n_programs} carried by 3 or more genes):"
+        )
+    else:
+        head = (
+            f"Programs the data support (FDR {level:g} against {n_decoys} decoy programs: "
+            f"{int(supported.sum())} of {len(evidence)}), strongest evidence first, top "
+            f"{n_programs} carried by 3 or more genes:"
+        )
+
+    def line(name, mark=""):
+        row = evidence.loc[name]
+        q = f"q {row['fdr']:.2g}, " if has_p else ""
+        return (
+            f"  {mark}{name} ({q}coherence {row['coherence']:.2f}, "
+            f"{row['effective_genes']:.1f} effective genes): " + ", ".join(map(str, genes[name]))
+        )
+
+    listed = [n for n in evidence.index if supported[n] and not few[n]][:n_programs]
+    lines = [head] + [line(n) for n in listed]
+    if not listed:
+        lines.append("  (none)")
+    marked_few = [n for n in evidence.index if supported[n] and few[n]]
+    unsupported = [n for n in evidence.index if not supported[n]]
+    if marked_few or unsupported:
+        lines.append(
+            "Marked: [1-2 genes] supported but carried by one or two genes (effective_genes < "
+            f"{FEW_GENES:g}); [unsupported] not supported by the data"
+            + (f" (fdr > {level:g})" if has_p else "")
+            + ":"
+        )
+        for name in marked_few[:n_programs]:
+            top_gene = evidence.loc[name, "top_gene"]
+            lines.append(line(name, "[1-2 genes] ") + f" (mostly {top_gene})")
+        for name in unsupported[:3]:
+            lines.append(line(name, "[unsupported] "))
+        if len(unsupported) > 3:
+            lines.append(f"  ... and {len(unsupported) - 3} more unsupported programs")
     return "\n".join(lines)
 
 

@@ -21,12 +21,14 @@ def test_run_default_is_programvi_with_hallmark(tmp_path, capsys):
     assert (weights.to_numpy()[~res.varm["programs"].to_numpy()] == 0).all()
     assert res.uns["programvi"]["model"] == "ProgramVI"
     text = capsys.readouterr().out
-    assert "Most variable program activities" in text
+    assert "Programs the data support" in text
     assert "varm['programvi_weights']" in text and "obsm['X_programvi']" in text
-    # the most variable program is listed with its top-weighted gene
-    spread = res.obsm["X_programvi"].std().sort_values(ascending=False)
-    top_gene = weights[spread.index[0]].sort_values().index[-1]
-    assert spread.index[0] in text and top_gene in text
+    # the evidence of every program is stored, and the printed list follows it
+    evidence = res.uns["programvi"]["evidence"]
+    assert set(evidence.index) == set(names)
+    assert {"pvalue", "fdr", "significant", "effective_genes", "n_genes"} <= set(evidence.columns)
+    best = evidence.index[0]
+    assert best in text
 
 
 def test_run_program_with_gmt_and_denovo(tmp_path):
@@ -146,3 +148,44 @@ def test_run_non_count_input(tmp_path, capsys):
     adata.write_h5ad(path)
     assert main(["run", str(path), "--model", "linear", "--out", str(tmp_path / "o")]) == 2
     assert "negative" in capsys.readouterr().err
+
+
+def _evidence_frame():
+    import pandas as pd
+
+    frame = pd.DataFrame(
+        {
+            "coherence": [0.5, 0.4, 0.3, 0.05, 0.01],
+            "pvalue": [0.01, 0.01, 0.02, 0.5, 0.9],
+            "fdr": [0.025, 0.025, 0.033, 0.6, 0.9],
+            "significant": [True, True, True, False, False],
+            "effective_genes": [12.0, 1.2, 5.0, 8.0, 1.0],
+            "top_gene": ["A1", "MAFB", "C1", "D1", "E1"],
+        },
+        index=["STRONG", "ONE_GENE", "GOOD", "WEAK", "NOISE"],
+    )
+    frame.attrs.update(fdr_level=0.1, n_decoys=100)
+    return frame
+
+
+def test_program_summary_marks_unsupported_and_one_gene_programs():
+    from glassvi.cli import format_program_evidence
+
+    frame = _evidence_frame()
+    genes = {name: [f"{name}_g{i}" for i in range(3)] for name in frame.index}
+    text = format_program_evidence(frame, genes, n_programs=10)
+    head, marked = text.split("Marked:")
+    # the top list holds the supported programs that three or more genes carry, best first
+    assert head.index("STRONG") < head.index("GOOD")
+    assert "ONE_GENE" not in head and "WEAK" not in head and "NOISE" not in head
+    assert "3 of 5" in head and "100 decoy programs" in head
+    assert "[1-2 genes] ONE_GENE" in marked and "mostly MAFB" in marked
+    assert "[unsupported] WEAK" in marked and "[unsupported] NOISE" in marked
+    # without decoys there are no p-values: one-gene programs are still kept out of the list
+    frame["pvalue"] = frame["fdr"] = float("nan")
+    frame["significant"] = False
+    text = format_program_evidence(frame, genes, n_programs=2)
+    head, marked = text.split("Marked:")
+    assert "no p-values" in head and "STRONG" in head and "GOOD" in head
+    assert "ONE_GENE" not in head and "[1-2 genes] ONE_GENE" in marked
+    assert "[1-2 genes] NOISE" in marked
