@@ -11,6 +11,7 @@ import pandas as pd
 from anndata import AnnData
 
 from .. import _keys
+from ._evidence import find_evidence, with_evidence
 from ._utils import (
     available,
     check_columns,
@@ -43,6 +44,7 @@ def activity(
     show: bool | None = None,
     save: str | os.PathLike | None = None,
     dpi: int | None = None,
+    show_evidence: bool = False,
     **kwargs,
 ):
     """Color cells on an embedding by the activity of programs or factors.
@@ -73,6 +75,10 @@ def activity(
         Write the figure to this path (PNG unless the suffix says otherwise).
     dpi
         Resolution of the saved figure.
+    show_evidence
+        Add each program's evidence (FDR q-value, effective number of genes, and a mark when
+        the data do not support it or one or two genes carry it) to its panel's title, from
+        the ``uns[...]["evidence"]`` table ProgramVI's ``explain()`` writes.
     **kwargs
         Passed to :func:`scanpy.pl.embedding` (``cmap``, ``size``, ``vmax``, ...).
 
@@ -92,6 +98,7 @@ def activity(
     >>> sc.pp.neighbors(adata, use_rep="X_linearvi")
     >>> sc.tl.umap(adata)
     >>> glassvi.pl.activity(adata, ["factor_0", "factor_1"], color="cell_type")
+    >>> glassvi.pl.activity(adata, "HALLMARK_HYPOXIA", show_evidence=True)
     """
     import scanpy as sc
 
@@ -140,6 +147,10 @@ def activity(
         **kwargs,
     )
     ax_list = axes if isinstance(axes, list) else [axes]
+    if show_evidence:
+        evidence = find_evidence(adata, latent_key=key)
+        for name, ax in zip(names, ax_list):
+            ax.set_title(with_evidence(ax.get_title(), evidence, name))
     basis_name = _keys.latent_name(basis_key).upper()
     for ax in ax_list:
         ax.set_xlabel(f"{basis_name}1")

@@ -11,6 +11,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from ._evidence import find_evidence, with_evidence
 from ._utils import (
     as_list,
     check_columns,
@@ -98,6 +99,7 @@ def top_features(
     show: bool | None = None,
     save: str | os.PathLike | None = None,
     dpi: int | None = None,
+    show_evidence: bool = False,
 ):
     """Lollipop chart of the features with the largest weights in a program or factor.
 
@@ -134,6 +136,11 @@ def top_features(
         Write the figure to this path (PNG unless the suffix says otherwise).
     dpi
         Resolution of the saved figure.
+    show_evidence
+        Add each program's evidence to its title: the FDR q-value and effective number of
+        genes from ``uns[...]["evidence"]`` (written by ProgramVI's ``explain()``, see
+        :meth:`~glassvi.model.ProgramVI.program_evidence`), marking programs the data do not
+        support or that one or two genes carry.
 
     Returns
     -------
@@ -148,6 +155,7 @@ def top_features(
     --------
     >>> glassvi.pl.top_features(adata, "factor_0", key="linearvi_loadings", n=10)
     >>> glassvi.pl.top_features(adata, ["HALLMARK_HYPOXIA", "HALLMARK_APOPTOSIS"])
+    >>> glassvi.pl.top_features(adata, "HALLMARK_HYPOXIA", show_evidence=True)
     """
     import matplotlib.pyplot as plt
 
@@ -181,12 +189,13 @@ def top_features(
             extra.set_visible(False)
     else:
         fig, axes = ax.figure, [ax]
+    evidence = find_evidence(adata, weights_key=key) if show_evidence else None
     any_mask = False
     for name, panel in zip(names, axes):
         top = select_top(weights[name].astype(float), n, sort_by)
         member = _mask_membership(container, mask_key, name, top.index)
         any_mask = any_mask or member is not None
-        _lollipop(panel, top, member, str(name), "weight")
+        _lollipop(panel, top, member, with_evidence(str(name), evidence, name), "weight")
     if any_mask:
         from matplotlib.lines import Line2D
 
