@@ -1,0 +1,60 @@
+"""Program evidence in the titles of pl.top_features and pl.activity."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+
+import glassvi
+
+
+def _adata():
+    rng = np.random.default_rng(0)
+    names = ["GOOD", "ONE_GENE", "WEAK", "denovo_0"]
+    genes = [f"g{i}" for i in range(20)]
+    adata = ad.AnnData(np.zeros((30, 20), dtype=np.float32), var=pd.DataFrame(index=genes))
+    adata.obs_names = [f"c{i}" for i in range(30)]
+    adata.obsm["X_programvi"] = pd.DataFrame(
+        rng.random((30, 4)), index=adata.obs_names, columns=names
+    )
+    adata.obsm["X_umap"] = rng.normal(size=(30, 2))
+    adata.varm["programvi_weights"] = pd.DataFrame(rng.random((20, 4)), index=genes, columns=names)
+    evidence = pd.DataFrame(
+        {
+            "fdr": [0.004, 0.03, 0.8],
+            "significant": [True, True, False],
+            "effective_genes": [11.2, 1.1, 6.0],
+            "top_gene": ["g1", "g2", "g3"],
+        },
+        index=pd.Index(names[:3], name="program"),
+    )
+    adata.uns["programvi"] = {
+        "latent_key": "X_programvi",
+        "weights_key": "programvi_weights",
+        "evidence": evidence,
+    }
+    return adata
+
+
+def test_top_features_and_activity_show_evidence():
+    adata = _adata()
+    axes = glassvi.pl.top_features(
+        adata, ["GOOD", "ONE_GENE", "WEAK", "denovo_0"], show=False, show_evidence=True
+    )
+    titles = [ax.get_title() for ax in axes]
+    assert titles[0] == "GOOD\nq 0.004, 11.2 effective genes"
+    assert titles[1] == "ONE_GENE\nq 0.03, 1.1 effective genes (1-2 genes: g2)"
+    assert titles[2].endswith("(not supported)")
+    assert titles[3] == "denovo_0"  # no evidence for de novo units
+    plain = glassvi.pl.top_features(adata, "GOOD", show=False)
+    assert plain.get_title() == "GOOD"
+    axes = glassvi.pl.activity(adata, ["GOOD", "WEAK"], show=False, show_evidence=True)
+    assert axes[0].get_title() == "GOOD\nq 0.004, 11.2 effective genes"
+    assert "not supported" in axes[1].get_title()
+    # without a stored evidence table the titles stay as they are
+    del adata.uns["programvi"]["evidence"]
+    ax = glassvi.pl.activity(adata, "GOOD", show=False, show_evidence=True)
+    assert ax.get_title() == "GOOD"
