@@ -123,15 +123,15 @@ def test_explained_signal_single_carrier():
     counts = sparse.csr_matrix(rng.poisson(np.r_[50.0, np.full(9, 0.001)], size=(3000, 10)))
     activity = rng.normal(size=(3000, 1))
     weights = np.ones((10, 1))
-    info = feature_information(counts, np.full(10, 10.0), "nb")
+    info = feature_information(counts, "nb")
     signal = explained_signal(info, activity, weights)
     assert effective_number(signal)[0] < 1.5
     # ten equally expressed genes with equal weights share the signal equally
     even = sparse.csr_matrix(rng.poisson(20.0, size=(3000, 10)))
-    signal = explained_signal(feature_information(even, None, "poisson"), activity, weights)
+    signal = explained_signal(feature_information(even, "poisson"), activity, weights)
     assert effective_number(signal)[0] > 9.9
     # a unit that does not vary explains nothing
     flat = explained_signal(info, np.ones((3000, 1)), weights)
     assert np.all(flat == 0)
-    info_b = feature_information(counts, None, "bernoulli")
+    info_b = feature_information(counts, "bernoulli")
     assert info_b.shape == counts.shape

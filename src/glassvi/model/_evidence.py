@@ -182,19 +182,19 @@ def coherence(correlations: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return (r.sum(0) - best) / np.maximum(n - 1, 1)
 
 
-def feature_information(counts, theta: np.ndarray | None, likelihood: str) -> sparse.csr_matrix:
-    """Fisher information of each count about its log-rate, plugged in at the observed counts.
+def feature_information(counts, likelihood: str) -> sparse.csr_matrix:
+    """Information scale of each count about its log-rate, plugged in at the observed counts.
 
-    ``x theta / (x + theta)`` for the negative binomial, ``x`` for the Poisson and the mean
-    accessibility ``p (1 - p)`` of each feature (in every cell) for the Bernoulli.
+    The Poisson information ``x`` for count likelihoods, and ``p (1 - p)`` with ``p`` the
+    feature's mean accessibility (in every cell) for the Bernoulli. The Poisson form is used for
+    the negative binomial too: its information ``x theta / (x + theta)`` is capped by the
+    dispersion ``theta``, which is small precisely for a strong gene the model does not explain,
+    and a gene that carries a program should not lose its share for being poorly fitted.
     """
     X = sparse.csr_matrix(counts, dtype=np.float64, copy=True)
     if likelihood == "bernoulli":
         p = np.asarray((X > 0).mean(0)).ravel()
         return sparse.csr_matrix(np.broadcast_to(p * (1 - p), X.shape))
-    if theta is not None and likelihood in ("nb", "zinb"):
-        t = np.asarray(theta, dtype=np.float64)[X.indices]
-        X.data = X.data * t / (X.data + t)
     return X
 
 

@@ -52,10 +52,7 @@ class ProgramEvidenceMixin:
             counts = sparse.csr_matrix(manager.get_from_registry(key), dtype=np.float64)
             lik = self.module.likelihoods[role]
             expr_blocks.append(ev.log_normalised(counts, binary=lik == "bernoulli"))
-            theta = None
-            if role in getattr(self.module, "log_theta", {}):
-                theta = torch.exp(self.module.log_theta[role][0]).detach().cpu().numpy()
-            info_blocks.append(ev.feature_information(counts, theta, lik))
+            info_blocks.append(ev.feature_information(counts, lik))
             dec = self.module.decoders[role]
             mask = dec.mask.detach().cpu().numpy()
             weights = dec.program_weights().detach().cpu().numpy()
@@ -103,11 +100,10 @@ class ProgramEvidenceMixin:
         ``effective_genes`` counts how many features carry a program: ``exp`` of the entropy of
         the features' shares of the program's explained signal, where feature ``g``'s signal
         is its decoder weight times the spread of the activity over cells times the feature's
-        information scale, ``|w_g| sqrt(mean_c I_cg (z_c - mean z)^2)`` with ``I_cg = x_cg
-        theta_g / (x_cg + theta_g)`` the negative-binomial Fisher information at the observed
-        count (its square is the gain in log-likelihood from the program varying, feature by
-        feature). A program carried by one gene has ``effective_genes`` close to 1, whatever
-        its size.
+        scale, ``|w_g| sqrt(mean_c x_cg (z_c - mean z)^2)`` with ``x_cg`` the counts (its square
+        is the Poisson approximation of the gain in log-likelihood from the program varying,
+        feature by feature; for accessibility, ``x_cg`` is replaced by ``p_g (1 - p_g)``). A
+        program carried by one gene has ``effective_genes`` close to 1, whatever its size.
 
         Parameters
         ----------
