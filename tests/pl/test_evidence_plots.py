@@ -58,3 +58,20 @@ def test_top_features_and_activity_show_evidence():
     del adata.uns["programvi"]["evidence"]
     ax = glassvi.pl.activity(adata, "GOOD", show=False, show_evidence=True)
     assert ax.get_title() == "GOOD"
+
+
+def test_report_lists_programs_by_evidence(tmp_path):
+    from glassvi.pl._report import _program_rows, _rank_by_evidence
+
+    adata = _adata()
+    evidence = adata.uns["programvi"]["evidence"].assign(pvalue=[0.001, 0.01, 0.7])
+    latent = adata.obsm["X_programvi"]
+    by_spread = ["WEAK", "denovo_0", "ONE_GENE", "GOOD"]
+    order = _rank_by_evidence(by_spread, evidence)
+    assert order == ["GOOD", "ONE_GENE", "WEAK", "denovo_0"]
+    weights = {"rna": adata.varm["programvi_weights"]}
+    header, rows = _program_rows(latent, weights, order, None, 3, evidence)
+    assert header[:5] == ["program", "activity SD", "FDR q", "effective genes", "note"]
+    notes = {row[0]: row[4] for row in rows}
+    assert notes["GOOD"] == "" and notes["ONE_GENE"] == "1-2 genes (g2)"
+    assert notes["WEAK"] == "not supported"

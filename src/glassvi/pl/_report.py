@@ -21,6 +21,7 @@ from .._version import __version__
 from . import _utils
 from ._differential import DIFFERENTIAL_COLUMNS, differential
 from ._embedding import activity
+from ._evidence import FEW_GENES
 from ._features import select_top, top_features
 from ._heatmap import attribution_heatmap
 from ._history import history, history_frame
@@ -230,15 +231,44 @@ def _rank_programs(latent: pd.DataFrame) -> list[str]:
     return [str(c) for c in spread.sort_values(ascending=False, kind="stable").index]
 
 
+def _rank_by_evidence(order: list[str], evidence: pd.DataFrame) -> list[str]:
+    """Programs the data support that three or more genes carry first, in evidence order."""
+    tested = [str(p) for p in evidence.index if str(p) in set(order)]
+    supported = evidence["significant"].astype(bool)
+    if evidence["pvalue"].isna().all():
+        supported = supported | True
+    trusted = supported & (evidence["effective_genes"].fillna(0) >= FEW_GENES)
+    first = [p for p in tested if trusted[p]]
+    return first + [p for p in tested if not trusted[p]] + [p for p in order if p not in tested]
+
+
+def _evidence_cells(evidence: pd.DataFrame | None, program: str) -> list[Any]:
+    if evidence is None:
+        return []
+    if program not in evidence.index:
+        return ["", "", ""]
+    row = evidence.loc[program]
+    note = ""
+    if pd.notna(row["fdr"]) and not bool(row["significant"]):
+        note = "not supported"
+    elif row["effective_genes"] < FEW_GENES:
+        note = f"1-2 genes ({row['top_gene']})"
+    q = "" if pd.isna(row["fdr"]) else f"{row['fdr']:.2g}"
+    return [q, f"{row['effective_genes']:.1f}", note]
+
+
 def _program_rows(
     latent: pd.DataFrame,
     weights: dict[str, pd.DataFrame],
     order: list[str],
     groups: pd.Series | None,
     n_top: int,
+    evidence: pd.DataFrame | None = None,
 ) -> tuple[list[str], list[list[Any]]]:
     spread = latent.astype(float).std(axis=0)
     header = ["program", "activity SD"]
+    if evidence is not None:
+        header += ["FDR q", "effective genes", "note"]
     if groups is not None:
         header.append("highest in")
         means = latent.astype(float).groupby(groups.to_numpy(), observed=True).mean()
@@ -246,7 +276,7 @@ def _program_rows(
         header += [f"top {mod} (+)", f"top {mod} (\u2212)"]
     rows = []
     for program in order:
-        row: list[Any] = [program, f"{spread[program]:.3g}"]
+        row: list[Any] = [program, f"{spread[program]:.3g}", *_evidence_cells(evidence, program)]
         if groups is not None:
             row.append(str(means[program].idxmax()))
         for table in weights.values():
@@ -403,6 +433,10 @@ def write_report(
 
     labels_key = _labels_key(data, model)
     order = _rank_programs(latent)
+    evidence = record.get(_keys.EVIDENCE)
+    evidence = evidence if isinstance(evidence, pd.DataFrame) else None
+    if evidence is not None:
+        order = _rank_by_evidence(order, evidence)
     shown = order[:n_programs]
     figures: dict[str, Path] = {}
     captions: dict[str, str] = {}
@@ -431,8 +465,10 @@ def write_report(
                 dpi,
             )
             captions["embedding"] = (
-                f"UMAP of obsm[{latent_key!r}] colored by the activity of the most variable "
-                "programs" + (f" and by {labels_key}." if labels_key else ".")
+                f"UMAP of obsm[{latent_key!r}] colored by the activity of the "
+                + ("most variable" if evidence is None else "best-supported")
+                + " programs"
+                + (f" and by {labels_key}." if labels_key else ".")
             )
         for mod in weights:
             modality = mod if _utils.is_mudata(data) else None
@@ -493,7 +529,7 @@ def write_report(
             )
 
     groups = data.obs[labels_key] if labels_key else None
-    header, program_rows = _program_rows(latent, weights, shown, groups, n_top)
+    header, program_rows = _program_rows(latent, weights, shown, groups, n_top, evidence)
     title = title or f"{type(model).__name__} report"
     sections = [
         ("data", "Data", _table(None, _data_rows(data, labels_key, record))),
@@ -502,7 +538,14 @@ def write_report(
         (
             "programs",
             "Top programs",
-            "<p>Programs ordered by the standard deviation of their activity across cells.</p>"
+            (
+                "<p>Programs ordered by the standard deviation of their activity across cells.</p>"
+                if evidence is None
+                else "<p>Programs ordered by their evidence (FDR q-values against decoy "
+                "programs trained alongside them): first those the data support that three or "
+                "more genes carry. Notes mark programs the data do not support and those one or "
+                "two genes carry.</p>"
+            )
             + _table(header, program_rows, numeric={1}),
         ),
     ]
