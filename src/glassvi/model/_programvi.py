@@ -192,6 +192,7 @@ class ProgramVI(ProgramEvidenceMixin, DifferentialProgramsMixin, GlassModelBase)
             f"{mask_mode} mask, group_lasso {group_lasso}, modalities {kwargs['likelihoods']}, "
             f"n_batch {kwargs['n_batch']}"
         )
+        n_decoys = self.n_decoys  # saved resolved, so that loading rebuilds as many decoys
         self.init_params_ = self._get_init_params(locals())
 
     def _feature_moments(self, likelihoods: dict[str, str]) -> dict[str, tuple]:
@@ -634,7 +635,10 @@ class ProgramVI(ProgramEvidenceMixin, DifferentialProgramsMixin, GlassModelBase)
         setup_args = attr_dict["registry_"]["setup_args"]
         if adata is not None:
             reference = reference_model if isinstance(reference_model, ProgramVI) else None
-            prepare_query_masks(adata, reference, setup_args, ref_state)
+            params = attr_dict.get("init_params_", {}).get("non_kwargs", {})
+            prepare_query_masks(
+                adata, reference, setup_args, ref_state, params.get("n_decoys") or 0
+            )
         model = super().load_query_data(adata, reference_model, **kwargs)
         if kwargs.get("unfrozen", False):
             return model

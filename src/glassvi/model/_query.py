@@ -21,11 +21,12 @@ def reference_state(reference_model) -> tuple[dict, dict]:
     return attr_dict, ref_state
 
 
-def prepare_query_masks(adata, reference, setup_args: dict, ref_state) -> None:
+def prepare_query_masks(adata, reference, setup_args: dict, ref_state, n_decoys: int = 0) -> None:
     """Copy the reference's masks into a query that lacks them; refuse different ones.
 
     ``reference`` is the reference model object, or ``None`` when only its saved directory
-    was given (its masks cannot be copied then).
+    was given (its masks cannot be copied then). The reference's ``n_decoys`` hidden decoy
+    programs follow its annotated programs in the saved masks and are not compared.
     """
     if isinstance(adata, MuData):
         mods = setup_args.get("modalities") or {}
@@ -57,7 +58,10 @@ def prepare_query_masks(adata, reference, setup_args: dict, ref_state) -> None:
         logger.info("copied the reference's program mask into %s.varm[%r]", where, key)
     _, masks = program_masks_of(adata, setup_args)
     for role, mask in masks.items():
-        ref = ProgramVAE.mask_from_state(ref_state, role, mask.shape)
+        ref = ProgramVAE.mask_from_state(
+            ref_state, role, (mask.shape[0], mask.shape[1] + n_decoys)
+        )
+        ref = None if ref is None else ref[:, : ref.shape[1] - n_decoys]
         if ref is None or ref.shape != mask.shape or not np.array_equal(ref, mask):
             n_diff = "all" if ref is None or ref.shape != mask.shape else int((ref != mask).sum())
             raise ValueError(
