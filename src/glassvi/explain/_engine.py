@@ -397,7 +397,8 @@ def attribute(
     generator = torch.Generator().manual_seed(seed)
     sizes = None
     acc = None
-    n_score_cols = model.module.n_latent if predicted_mode else n_targets
+    # the units the classification head reads (ProgramVI's hidden decoys are not among them)
+    n_score_cols = model.module.classifier.in_features if predicted_mode else n_targets
     cell_scores = np.full((n_cells, n_score_cols), np.nan, dtype=np.float32)
     predicted = np.full(n_cells, -1, dtype=np.int64) if predicted_mode else None
     with_delta = spec.reports_delta

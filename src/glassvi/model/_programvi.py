@@ -438,6 +438,7 @@ class ProgramVI(ProgramEvidenceMixin, DifferentialProgramsMixin, GlassModelBase)
         return {
             "programs": np.asarray(self.program_names, dtype=object),
             "params": {
+                "n_latent": len(self._latent_names()),
                 "n_programs": len(self._program_names),
                 "n_decoys": int(self.n_decoys),
                 "n_denovo": int(self.module.n_denovo),
