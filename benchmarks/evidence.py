@@ -104,7 +104,7 @@ def _decoy_false_calls(table) -> float:
     """Fraction of decoys called when each is scored against the other decoys (BH at FDR)."""
     from glassvi.model._evidence import benjamini_hochberg, empirical_pvalues
 
-    null = np.asarray(table.attrs["decoy_coherence"])
+    null = np.asarray(table.attrs["decoy_score"])
     if len(null) < 2:
         return float("nan")
     p = np.array(

@@ -395,3 +395,52 @@ def decoy_score(statistic: np.ndarray, null: np.ndarray) -> np.ndarray:
     if not spread > 0:
         spread = np.std(null) if np.std(null) > 0 else 1.0
     return (np.asarray(statistic, dtype=np.float64) - centre) / spread
+
+
+def size_adjusted_scores(statistic: np.ndarray, sizes: np.ndarray, null: np.ndarray) -> np.ndarray:
+    """Standardise a statistic for the size of each feature set, using the decoys only.
+
+    A unit fitted to ``n`` unrelated features still correlates with them by about
+    ``1 / sqrt(n)``, and more so the fewer they are. The location and the spread of the decoys'
+    statistic are fitted as linear functions of ``1 / sqrt(n)`` (least squares on the decoys,
+    the spread on their absolute residuals), and every set, decoy or not, is scored as
+    ``(statistic - location(n)) / spread(n)``. Programs and decoys are scored by the same
+    rule, so their scores stay exchangeable under the null.
+
+    Parameters
+    ----------
+    statistic
+        Statistic of every set (programs and decoys).
+    sizes
+        Number of members of every set.
+    null
+        Boolean, ``True`` for the decoys.
+
+    Returns
+    -------
+    The standardised scores.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> sizes = rng.integers(5, 200, 300)
+    >>> stat = 1 / np.sqrt(sizes) + rng.normal(0, 0.3, 300) / np.sqrt(sizes)
+    >>> z = size_adjusted_scores(stat, sizes, np.ones(300, dtype=bool))
+    >>> bool(abs(np.corrcoef(z, 1 / np.sqrt(sizes))[0, 1]) < 0.1)
+    True
+    """
+    stat = np.asarray(statistic, dtype=np.float64)
+    x = 1.0 / np.sqrt(np.maximum(np.asarray(sizes, dtype=np.float64), 1.0))
+    null = np.asarray(null, dtype=bool)
+    design = np.column_stack([np.ones_like(x), x])
+    if null.sum() < 10 or np.ptp(x[null]) == 0:
+        # too few decoys (or one size only) to fit a trend: centre and scale on the decoys
+        centre = np.median(stat[null]) if null.any() else 0.0
+        spread = np.std(stat[null]) if null.sum() > 1 else 1.0
+        return (stat - centre) / (spread if spread > 0 else 1.0)
+    coef = np.linalg.lstsq(design[null], stat[null], rcond=None)[0]
+    resid = stat - design @ coef
+    scale_coef = np.linalg.lstsq(design[null], np.abs(resid[null]), rcond=None)[0]
+    floor = max(np.mean(np.abs(resid[null])) * 0.1, 1e-12)
+    spread = np.maximum(design @ scale_coef, floor)
+    return resid / spread

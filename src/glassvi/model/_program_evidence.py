@@ -93,9 +93,13 @@ class ProgramEvidenceMixin:
         distribution comes from the data: the model trains ``n_decoys`` hidden decoy programs,
         random feature sets that match the annotated programs in size and expression, alongside
         the real ones. A program the data do not use is, to the model, one more random feature
-        set, so its coherence is exchangeable with the decoys'. The p-value is the rank of a
-        program's coherence among the decoys', ``(1 + #{decoys >= coherence}) / (1 +
-        n_decoys)``, and ``fdr`` holds Benjamini-Hochberg q-values over the annotated programs.
+        set, so its coherence is exchangeable with the decoys' of the same size. Because a unit
+        fitted to a few unrelated features still correlates with them, more so the fewer they
+        are, coherence is standardised for size (``score``: location and spread fitted on the
+        decoys as linear functions of ``1 / sqrt(n_genes)``, see
+        ``glassvi.model._evidence.size_adjusted_scores``). The p-value is the rank of a program's
+        score among the decoys', ``(1 + #{decoys >= score}) / (1 + n_decoys)``, and ``fdr``
+        holds Benjamini-Hochberg q-values over the annotated programs.
 
         ``effective_genes`` counts how many features carry a program: ``exp`` of the entropy of
         the features' shares of the program's explained signal, where feature ``g``'s signal
@@ -117,13 +121,14 @@ class ProgramEvidenceMixin:
         Returns
         -------
         DataFrame indexed by program name (annotated programs only, no de novo units, no
-        decoys), sorted by p-value and then by decreasing coherence, with columns
+        decoys), sorted by p-value and then by decreasing score, with columns
 
         ``coherence``
-            The test statistic above (between -1 and 1).
+            Mean member correlation with the activity, leaving out the best member (between -1
+            and 1).
         ``score``
-            Coherence as a robust z-score against the decoys: ``(coherence - median) / (1.4826
-            MAD)`` of the decoys' coherences.
+            The test statistic: coherence standardised for size against the decoys (like a
+            z-score; the decoys' scores are centred on 0 with spread 1 at every size).
         ``pvalue``, ``fdr``, ``significant``
             Empirical p-value against the decoys, Benjamini-Hochberg q-value, and ``fdr <=
             fdr``.
@@ -138,8 +143,8 @@ class ProgramEvidenceMixin:
             The feature with the largest share of the explained signal, and that share.
 
         The ``attrs`` of the frame record ``fdr_level``, ``n_decoys`` and the decoys'
-        ``decoy_coherence``. Without decoys (``n_decoys=0``), ``pvalue`` and ``fdr`` are NaN
-        and nothing is significant.
+        ``decoy_coherence`` and ``decoy_score``. Without decoys (``n_decoys=0``), ``pvalue`` and
+        ``fdr`` are NaN and nothing is significant.
 
         Examples
         --------
@@ -154,7 +159,13 @@ class ProgramEvidenceMixin:
         n_real = len(self.program_names)
         real = slice(0, n_real)
         decoys = slice(n_real, n_real + self.n_decoys)
-        stat = summary["coherence"]
+        coherence = summary["coherence"]
+        is_decoy = np.zeros(len(coherence), dtype=bool)
+        is_decoy[decoys] = True
+        if self.n_decoys > 0:
+            stat = ev.size_adjusted_scores(coherence, summary["n_members"], is_decoy)
+        else:
+            stat = ev.decoy_score(coherence, coherence[decoys])
         null = stat[decoys]
         if self.n_decoys > 0:
             pvalue = ev.empirical_pvalues(stat[real], null)
@@ -170,8 +181,8 @@ class ProgramEvidenceMixin:
             pvalue = qvalue = np.full(n_real, np.nan)
         table = pd.DataFrame(
             {
-                "coherence": stat[real],
-                "score": ev.decoy_score(stat[real], null),
+                "coherence": coherence[real],
+                "score": stat[real],
                 "pvalue": pvalue,
                 "fdr": qvalue,
                 "significant": np.asarray(qvalue <= fdr, dtype=bool),
@@ -185,9 +196,10 @@ class ProgramEvidenceMixin:
             index=pd.Index(self.program_names, name="program"),
         )
         table = table.sort_values(
-            ["pvalue", "coherence"], ascending=[True, False], kind="stable", na_position="last"
+            ["pvalue", "score"], ascending=[True, False], kind="stable", na_position="last"
         )
         table.attrs["fdr_level"] = float(fdr)
         table.attrs["n_decoys"] = int(self.n_decoys)
-        table.attrs["decoy_coherence"] = null.tolist()
+        table.attrs["decoy_coherence"] = coherence[decoys].tolist()
+        table.attrs["decoy_score"] = null.tolist()
         return table
