@@ -135,3 +135,27 @@ def test_explained_signal_single_carrier():
     assert np.all(flat == 0)
     info_b = feature_information(counts, "bernoulli")
     assert info_b.shape == counts.shape
+
+
+def test_size_adjusted_scores_calibrate_small_and_large_sets():
+    from glassvi.model._evidence import size_adjusted_scores
+
+    rng = np.random.default_rng(0)
+
+    # null statistic that shrinks with size, as a unit fitted to n unrelated genes does
+    def draw(n):
+        return (1 + rng.normal(0, 0.5, len(n))) / np.sqrt(n)
+
+    sizes_decoys = rng.choice([5, 6, 8, 30, 100, 150, 200], 400)
+    sizes_null = np.repeat([5, 200], 300)
+    stat = np.concatenate([draw(sizes_null), draw(sizes_decoys)])
+    sizes = np.concatenate([sizes_null, sizes_decoys])
+    is_decoy = np.r_[np.zeros(600, dtype=bool), np.ones(400, dtype=bool)]
+    z = size_adjusted_scores(stat, sizes, is_decoy)
+    p = empirical_pvalues(z[~is_decoy], z[is_decoy])
+    # unused sets are called at about the nominal rate at every size, small or large
+    assert abs(np.mean(p[:300] <= 0.1) - 0.1) < 0.06
+    assert abs(np.mean(p[300:] <= 0.1) - 0.1) < 0.06
+    # without the adjustment the small unused sets would be called far too often
+    raw = empirical_pvalues(stat[~is_decoy], stat[is_decoy])
+    assert np.mean(raw[:300] <= 0.1) > 0.3
