@@ -336,7 +336,7 @@ def run_simulated(seeds, modes, quick: bool, max_epochs=None, model_kwargs=None,
     import glassvi
     from glassvi.metrics import activity_correlation
 
-    size = {"n_cells": 600, "n_genes": 300} if quick else {"n_cells": 800, "n_genes": 500}
+    size = {"n_cells": 600, "n_genes": 300}
     adata = glassvi.data.simulate(**size, n_programs=12, n_batches=1, seed=0)
     names = list(adata.uns["simulation"]["program_names"])
     adata.varm["programs"] = pd.DataFrame(
