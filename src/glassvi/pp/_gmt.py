@@ -6,6 +6,7 @@ import gzip
 import io
 import logging
 import os
+import zlib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -52,7 +53,9 @@ def read_gmt(path: str | os.PathLike) -> dict[str, list[str]]:
         If ``path`` does not exist.
     ValueError
         If a line has fewer than two fields or an empty name (the message gives the line
-        number), or if two lines define the same set name (the message gives both lines).
+        number), if two lines define the same set name (the message gives both lines), or if
+        the file is not UTF-8 text (a binary file, another encoding, a damaged ``.gz``); every
+        message names the file.
 
     Examples
     --------
@@ -67,46 +70,71 @@ def read_gmt(path: str | os.PathLike) -> dict[str, list[str]]:
 
     gene_sets: dict[str, list[str]] = {}
     first_line: dict[str, int] = {}
-    n_duplicate_genes = 0
-    sets_with_duplicates: list[str] = []
-    with _open_text(path, "r") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            line = line.rstrip("\r\n")
-            if not line.strip():
-                continue
-            fields = line.split("\t")
-            if len(fields) < 2:
-                raise ValueError(
-                    f"{path}, line {line_number}: expected at least 2 tab-separated fields "
-                    f"(name, description, genes...), found {len(fields)}: {line[:80]!r}"
-                )
-            name = fields[0].strip()
-            if not name:
-                raise ValueError(f"{path}, line {line_number}: the gene set name is empty")
-            if name in gene_sets:
-                raise ValueError(
-                    f"{path}: gene set {name!r} is defined twice, on lines "
-                    f"{first_line[name]} and {line_number}"
-                )
-            genes = [gene for field in fields[2:] if (gene := field.strip())]
-            unique_genes = list(dict.fromkeys(genes))
-            if len(unique_genes) < len(genes):
-                n_duplicate_genes += len(genes) - len(unique_genes)
-                sets_with_duplicates.append(name)
-            gene_sets[name] = unique_genes
-            first_line[name] = line_number
+    duplicates: list[tuple[str, int]] = []
+    try:
+        with _open_text(path, "r") as handle:
+            _parse_gmt_lines(handle, path, gene_sets, first_line, duplicates)
+    except UnicodeDecodeError as err:
+        raise ValueError(
+            f"{path} is not a UTF-8 text file (undecodable byte at position {err.start}); a GMT "
+            "file is tab-separated UTF-8 text. Is it a binary file or in another encoding?"
+        ) from None
+    except (gzip.BadGzipFile, EOFError, zlib.error) as err:
+        raise ValueError(
+            f"{path} could not be read as a gzip-compressed GMT file: {err}"
+        ) from None
+    n_duplicate_genes = sum(n for _, n in duplicates)
 
     if n_duplicate_genes:
-        examples = ", ".join(repr(name) for name in sets_with_duplicates[:3])
+        examples = ", ".join(repr(name) for name, _ in duplicates[:3])
         logger.info(
             "removed %d duplicate gene entries from %d gene sets in '%s' (e.g. %s)",
             n_duplicate_genes,
-            len(sets_with_duplicates),
+            len(duplicates),
             path,
             examples,
         )
     logger.info("read %d gene sets from '%s'", len(gene_sets), path)
     return gene_sets
+
+
+def _parse_gmt_lines(
+    handle,
+    path: Path,
+    gene_sets: dict[str, list[str]],
+    first_line: dict[str, int],
+    duplicates: list[tuple[str, int]],
+) -> None:
+    """Parse GMT lines into ``gene_sets``, recording each set's line and duplicate genes."""
+    for line_number, line in enumerate(handle, start=1):
+        line = line.rstrip("\r\n")
+        if "\x00" in line:
+            raise ValueError(
+                f"{path}, line {line_number}: contains NUL bytes; a GMT file is text, this looks "
+                "like a binary file"
+            )
+        if not line.strip():
+            continue
+        fields = line.split("\t")
+        if len(fields) < 2:
+            raise ValueError(
+                f"{path}, line {line_number}: expected at least 2 tab-separated fields "
+                f"(name, description, genes...), found {len(fields)}: {line[:80]!r}"
+            )
+        name = fields[0].strip()
+        if not name:
+            raise ValueError(f"{path}, line {line_number}: the gene set name is empty")
+        if name in gene_sets:
+            raise ValueError(
+                f"{path}: gene set {name!r} is defined twice, on lines "
+                f"{first_line[name]} and {line_number}"
+            )
+        genes = [gene for field in fields[2:] if (gene := field.strip())]
+        unique_genes = list(dict.fromkeys(genes))
+        if len(unique_genes) < len(genes):
+            duplicates.append((name, len(genes) - len(unique_genes)))
+        gene_sets[name] = unique_genes
+        first_line[name] = line_number
 
 
 def _check_field(value: str, what: str) -> str:
