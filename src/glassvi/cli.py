@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from . import _keys
+from ._atomic import check_output_dir, replace_file, staged_output_dir
 
 MODELS = ("program", "linear")
 BUNDLED_PROGRAMS = ("hallmark", "reactome", "go_bp")
@@ -63,6 +64,11 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--top", type=int, default=8, help="features listed per factor (default 8)")
     run.add_argument("--out", default="glassvi_results", help="output directory")
     run.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the contents of a non-empty --out (the new set replaces the old one whole)",
+    )
+    run.add_argument(
         "--attribution",
         default="integrated_gradients",
         help=(
@@ -110,6 +116,20 @@ def _setup(model_cls, data, args) -> None:
         model_cls.setup_mudata(data, rna_layer=args.layer, atac_layer=args.layer, **keys)
     else:
         model_cls.setup_anndata(data, layer=args.layer, **keys)
+
+
+def _check_labels(data, labels_key: str | None) -> None:
+    """Refuse a --labels-key that cannot train a label head (fewer than two labels)."""
+    if labels_key is None or labels_key not in data.obs:
+        return  # a missing key is reported by setup
+    labels = data.obs[labels_key].dropna().astype(str)
+    names = sorted(set(labels) - {"Unknown"})
+    if len(names) < 2:
+        found = f"only {names[0]!r}" if names else "no label"
+        raise CLIError(
+            f"--labels-key {labels_key!r} has {found} (besides 'Unknown'); a cell-label head "
+            "needs at least two labels. Drop --labels-key or choose another column"
+        )
 
 
 def _gene_sets(spec: str):
@@ -243,9 +263,8 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"--n-denovo must be at least 0, got {args.n_denovo}")
     if args.model == "program" and args.programs not in BUNDLED_PROGRAMS:
         _gene_sets(args.programs)  # fail on a missing GMT before loading any data
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise CLIError(f"--out {str(out)!r} exists and is not a directory")
+    inputs = [args.data, args.programs if args.programs not in BUNDLED_PROGRAMS else None]
+    out = check_output_dir(args.out, overwrite=args.overwrite, inputs=inputs)
 
     import scvi
     from mudata import MuData
@@ -256,6 +275,7 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     data, description = _load(args.data, args)
     print(f"glassvi: data {description}: {data.n_obs} cells", flush=True)
+    _check_labels(data, args.labels_key)
     if args.model == "program":
         model_cls, prefix = ProgramVI, _keys.PROGRAMVI
         weights = _keys.weights(prefix, _keys.PROGRAMVI_WEIGHTS)
@@ -281,11 +301,8 @@ def run(args: argparse.Namespace) -> int:
             method=args.attribution, target="labels", n_steps=20, progress_bar=not args.quiet
         )
         attribution_key = _keys.attribution(prefix, args.attribution, "labels")
-    out.mkdir(parents=True, exist_ok=True)
     is_mudata = isinstance(data, MuData)
     result_path = out / ("results.h5mu" if is_mudata else "results.h5ad")
-    data.write(result_path) if is_mudata else data.write_h5ad(result_path)
-    model.save(out / "model", overwrite=True, save_anndata=False)
     summary = _program_summary(model, args.top) if args.model == "program" else None
     print(summary or _summary(model, args.top))
     keys = f"obsm['{_keys.latent(prefix)}'], varm['{weights}'], uns['{prefix}']"
@@ -293,11 +310,18 @@ def run(args: argparse.Namespace) -> int:
         keys += ", varm['programs'] (the program masks)"
     if attribution_key is not None:
         keys += f", varm['{attribution_key}'], obsm['{attribution_key}']"
-    if not args.no_report:
-        from .pl import write_report
+    # everything is written into a new folder that replaces --out only once it is complete
+    with staged_output_dir(out) as stage:
+        write = data.write if is_mudata else data.write_h5ad
+        replace_file(write, stage / result_path.name)
+        model.save(stage / "model", overwrite=True, save_anndata=False)
+        if not args.no_report:
+            from .pl import write_report
 
-        paths = write_report(data, model, out, title=f"{model_cls.__name__} on {description}")
-        print(f"glassvi: wrote {paths['report']} and {len(paths) - 1} figures", flush=True)
+            title = f"{model_cls.__name__} on {description}"
+            n_figures = len(write_report(data, model, stage, title=title)) - 1
+    if not args.no_report:
+        print(f"glassvi: wrote {out / 'report.html'} and {n_figures} figures", flush=True)
     print(
         f"glassvi: wrote {result_path} (keys: {keys}) and {out / 'model'} in "
         f"{time.perf_counter() - t0:.0f} s",
