@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ._methods import METHODS, MethodSpec, method_spec
+from ._rng import with_seeded_global_rngs
 from ._targets import TargetModel
 
 logger = logging.getLogger(__name__)
@@ -327,6 +328,7 @@ def _shap_attribute(
     return out
 
 
+@with_seeded_global_rngs
 def attribute(
     model: TargetModel,
     batches: Iterable[AttributionBatch],
@@ -376,7 +378,9 @@ def attribute(
     return_per_cell
         Keep every cell's attributions (memory: cells x features x targets).
     seed
-        Seed of the background draws and of SHAP's sampling.
+        Seed of every random draw (background pairing, GradientSHAP's samples, SHAP's
+        sampling): the same seed gives the same result. NumPy's and torch's global generators
+        are seeded for the call and restored afterwards.
 
     Returns
     -------
