@@ -170,3 +170,188 @@ def to_bool_values(
         matrix.eliminate_zeros()
         return matrix
     return data
+
+
+#: setup arguments whose obs columns hold categories, and those holding numbers
+CATEGORICAL_KEYS = ("batch_key", "labels_key", "categorical_covariate_keys")
+CONTINUOUS_KEYS = ("continuous_covariate_keys", "size_factor_key")
+
+
+def _columns(value) -> list[str]:
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else list(value)
+
+
+def _value_kind(value) -> str:
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, bool | np.bool_):
+        return "boolean"
+    if isinstance(value, int | float | np.number):
+        return "number"
+    return type(value).__name__
+
+
+def _check_categorical_column(series, arg: str, col: str, where: str) -> None:
+    import pandas as pd
+
+    name = f"{arg}={col!r} ({where}.obs[{col!r}])"
+    n_missing = int(series.isna().sum())
+    if n_missing:
+        if arg == "labels_key":
+            fix = (
+                "mark unlabelled cells with the unlabeled_category (default 'Unknown') instead, "
+                f"e.g. obs[{col!r}] = obs[{col!r}].astype(object).fillna('Unknown')"
+            )
+        else:
+            fix = f"fill them or keep the cells with a value, e.g. adata[obs[{col!r}].notna()]"
+        raise ValueError(
+            f"{name} has no value (NaN) for {n_missing} of {len(series)} cells; {fix}."
+        )
+    if isinstance(series.dtype, pd.CategoricalDtype):
+        values = series.cat.categories[series.cat.codes.unique()]
+    else:
+        values = pd.unique(series.to_numpy())
+    kinds = {_value_kind(v) for v in values}
+    if kinds - {"string", "number", "boolean"}:
+        odd = sorted(kinds - {"string", "number", "boolean"})
+        raise ValueError(
+            f"{name} holds {', '.join(odd)} values; categories must be strings, e.g. "
+            f"obs[{col!r}] = obs[{col!r}].astype(str)."
+        )
+    if len(kinds) > 1:
+        raise ValueError(
+            f"{name} mixes {' and '.join(sorted(kinds))} values; make them one kind, e.g. "
+            f"obs[{col!r}] = obs[{col!r}].astype(str)."
+        )
+    if arg == "labels_key" and kinds and kinds != {"string"}:
+        kind = kinds.pop()
+        raise ValueError(
+            f"{name} holds {kind} values; cell labels must be strings (the unlabelled category "
+            f"is one), e.g. obs[{col!r}] = obs[{col!r}].astype(str)."
+        )
+
+
+def _check_continuous_column(series, arg: str, col: str, where: str) -> None:
+    import pandas as pd
+
+    name = f"{arg}={col!r} ({where}.obs[{col!r}])"
+    if isinstance(series.dtype, pd.CategoricalDtype) or not (
+        pd.api.types.is_numeric_dtype(series.dtype) or pd.api.types.is_bool_dtype(series.dtype)
+    ):
+        example = series.dropna().iloc[0] if series.notna().any() else None
+        raise ValueError(
+            f"{name} must hold numbers, found dtype {series.dtype} (e.g. {example!r})."
+        )
+    values = series.to_numpy(dtype=np.float64, na_value=np.nan)
+    bad = ~np.isfinite(values)
+    if bad.any():
+        raise ValueError(
+            f"{name} has {int(bad.sum())} NaN or infinite values of {len(values)}; it must be "
+            "finite for every cell."
+        )
+    if arg == "size_factor_key" and np.any(values <= 0):
+        n_bad = int(np.sum(values <= 0))
+        raise ValueError(
+            f"{name} has {n_bad} values <= 0 (min {values.min():g}); size factors must be "
+            "greater than 0."
+        )
+
+
+def check_obs_values(obs, keys: dict[str, str | list[str] | None], where: str) -> None:
+    """Raise a one-line ``ValueError`` naming the first registered ``obs`` column that is unusable.
+
+    Categorical columns (``batch_key``, ``labels_key``, ``categorical_covariate_keys``) must
+    have a value in every cell and values of one kind (strings, numbers or booleans; cell
+    labels must be strings). Continuous columns (``continuous_covariate_keys``,
+    ``size_factor_key``) must be numeric and finite, and size factors greater than 0.
+
+    Parameters
+    ----------
+    obs
+        The ``.obs`` DataFrame holding the columns.
+    keys
+        Setup argument -> column name(s); ``None`` entries and unknown arguments are skipped.
+    where
+        How to name the container in the error (e.g. ``"adata"`` or ``"mdata['rna']"``).
+
+    Examples
+    --------
+    >>> obs = pd.DataFrame({"batch": ["a", None]})
+    >>> check_obs_values(obs, {"batch_key": "batch"}, "adata")
+    Traceback (most recent call last):
+    ...
+    ValueError: batch_key='batch' (adata.obs['batch']) has no value (NaN) for 1 of 2 cells; ...
+    """
+    for arg, value in keys.items():
+        for col in _columns(value):
+            if col not in obs.columns:
+                continue  # check_obs_keys names missing columns
+            if arg in CATEGORICAL_KEYS:
+                _check_categorical_column(obs[col], arg, col, where)
+            elif arg in CONTINUOUS_KEYS:
+                _check_continuous_column(obs[col], arg, col, where)
+
+
+def check_batch_size(batch_size, allow_none: bool = True) -> int | None:
+    """Return ``batch_size`` as an int, or raise a ``ValueError`` unless it is at least 1.
+
+    Parameters
+    ----------
+    batch_size
+        Cells per minibatch.
+    allow_none
+        Accept ``None`` (meaning the default) and return it unchanged.
+
+    Examples
+    --------
+    >>> check_batch_size(64)
+    64
+    """
+    if batch_size is None and allow_none:
+        return None
+    if (
+        isinstance(batch_size, bool)
+        or not isinstance(batch_size, int | np.integer)
+        or batch_size < 1
+    ):
+        raise ValueError(f"batch_size must be an integer of at least 1, got {batch_size!r}.")
+    return int(batch_size)
+
+
+class RestoreOnError:
+    """Context manager that removes what a failed registration added to an AnnData/MuData.
+
+    scvi-tools writes ``_scvi_*`` columns to ``.obs`` and keys to ``.uns`` while it registers
+    fields; if a later field fails, those writes would stay. On an exception, every ``obs``
+    column, ``obsm`` and ``uns`` key that was not there before is removed again (for MuData, in
+    the MuData and in each of its modalities).
+
+    Examples
+    --------
+    >>> with RestoreOnError(adata):
+    ...     manager.register_fields(adata)
+    """
+
+    def __init__(self, data):
+        self.containers = [data] + list(getattr(data, "mod", {}).values())
+
+    def __enter__(self):
+        self.before = [
+            (set(c.obs.columns), set(c.obsm.keys()), set(c.uns.keys())) for c in self.containers
+        ]
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            return False
+        for container, (obs, obsm, uns) in zip(self.containers, self.before):
+            added = [c for c in container.obs.columns if c not in obs]
+            if added:
+                container.obs.drop(columns=added, inplace=True)
+            for key in [k for k in container.obsm.keys() if k not in obsm]:
+                del container.obsm[key]
+            for key in [k for k in container.uns.keys() if k not in uns]:
+                del container.uns[key]
+        return False

@@ -16,6 +16,7 @@ import pandas as pd
 import torch
 
 from .. import _keys
+from .._validation import check_batch_size
 from ._engine import attribute
 from ._inputs import (
     attribution_batches,
@@ -108,14 +109,24 @@ def explain_model(
     >>> explain_model(model, method="saliency", target="labels")
     """
     if method == INTRINSIC:
+        _check_intrinsic_arguments(
+            target=target,
+            indices=indices,
+            baseline=baseline,
+            groupby=groupby,
+            return_per_cell=return_per_cell,
+        )
+        batch_size = check_batch_size(batch_size)
         model._check_if_trained(warn=True)
+        # computed on the data in the model's feature order, written to the object passed in
+        destination = model.adata if adata is None else adata
         adata = model._validate_anndata(adata)
         key_added = key_added or model._prefix
         with torch.inference_mode():
             results = intrinsic_results(model, adata, key_added, batch_size)
         if not inplace:
             return results
-        write_results(model, adata, results, stacklevel=4)
+        write_results(model, destination, results, stacklevel=4)
         return None
     return _attribution_explain(
         model,
@@ -135,6 +146,33 @@ def explain_model(
         seed=seed,
         progress_bar=progress_bar,
     )
+
+
+_INTRINSIC_DEFAULTS = {
+    "target": "latent",
+    "indices": None,
+    "baseline": None,
+    "groupby": None,
+    "return_per_cell": False,
+}
+
+
+def _check_intrinsic_arguments(**given) -> None:
+    """Refuse arguments of post-hoc methods given to ``method="weights"``."""
+    ignored = []
+    for name, value in given.items():
+        default = _INTRINSIC_DEFAULTS[name]
+        same = value is default or (
+            default is not None and isinstance(value, type(default)) and value == default
+        )
+        if not same:
+            ignored.append(name)
+    if ignored:
+        raise ValueError(
+            f"method={INTRINSIC!r} writes the decoder weights and the posterior-mean latent of "
+            f"every cell; {', '.join(ignored)} only apply to post-hoc methods (e.g. "
+            "method='integrated_gradients')."
+        )
 
 
 def intrinsic_results(model: ExplainableModel, adata, key_added: str, batch_size) -> dict:
@@ -250,10 +288,10 @@ def _attribution_explain(
             continue
         if not isinstance(value, int | np.integer) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}.")
-    batch_size = _DEFAULT_BATCH_SIZE if batch_size is None else int(batch_size)
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be positive, got {batch_size}.")
+    batch_size = check_batch_size(batch_size) or _DEFAULT_BATCH_SIZE
     model._check_if_trained(warn=True)
+    # computed on the data in the model's feature order, written to the object passed in
+    destination = model.adata if adata is None else adata
     adata = model._validate_anndata(adata)
     check_same_features(model, adata)
     group_codes, group_names = cell_groups(adata, groupby)
@@ -365,5 +403,5 @@ def _attribution_explain(
         if per_cell is not None:
             results["per_cell"] = per_cell
         return results
-    write_results(model, adata, results, stacklevel=4)
+    write_results(model, destination, results, stacklevel=4)
     return per_cell

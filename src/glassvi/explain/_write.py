@@ -130,6 +130,22 @@ def attribution_results(
     return {"obsm": obsm, "varm": varm, "uns": {key: uns}}
 
 
+def _in_feature_order(value, model_names: pd.Index, var_names: pd.Index):
+    """A features x columns result, computed in the model's order, in the order of ``var_names``.
+
+    Data whose features were matched by name may list them in another order (or hold extra
+    ones, which get NaN).
+    """
+    if isinstance(value, pd.DataFrame):
+        return value if value.index.equals(var_names) else value.reindex(var_names)
+    if model_names.equals(var_names):
+        return value
+    rows = pd.Index(model_names).get_indexer(var_names)
+    out = np.full((len(var_names), *np.shape(value)[1:]), np.nan)
+    out[rows >= 0] = np.asarray(value)[rows[rows >= 0]]
+    return out
+
+
 def write_results(model: ExplainableModel, adata, results: dict, stacklevel: int = 3) -> None:
     """Write a results dict into the (Mu)Data, warning before overwriting keys.
 
@@ -168,7 +184,7 @@ def write_results(model: ExplainableModel, adata, results: dict, stacklevel: int
     for role, entries in results["varm"].items():
         cont = model._container(adata, role)
         for key, value in entries.items():
-            cont.varm[key] = value
+            cont.varm[key] = _in_feature_order(value, model._var_names(role), cont.var_names)
     for key, value in results["uns"].items():
         adata.uns[key] = value
     written = list(results["obsm"]) + [k for e in results["varm"].values() for k in e]

@@ -12,7 +12,7 @@ from mudata import MuData
 from scvi import REGISTRY_KEYS
 from scvi.model.base import ArchesMixin, BaseModelClass, UnsupervisedTrainingMixin, VAEMixin
 
-from .._validation import row_sums
+from .._validation import check_batch_size, row_sums
 from ..explain import explain_model
 from ..module import LIKELIHOODS, GlassVAE
 from ..train import (
@@ -24,6 +24,8 @@ from ..train import (
 )
 from ._classifier import ClassifierMixin
 from ._expression import ExpressionMixin
+from ._features import FeatureMatchingMixin
+from ._io import SaveLoadMixin, read_saved_model
 from ._query import reference_state
 from ._setup import DEFAULT_LIKELIHOOD, FIRST_KEY, SECOND_KEY, SetupMixin
 
@@ -33,6 +35,8 @@ logger = logging.getLogger(__name__)
 class GlassModelBase(
     SetupMixin,
     ExpressionMixin,
+    SaveLoadMixin,
+    FeatureMatchingMixin,
     ClassifierMixin,
     ArchesMixin,
     VAEMixin,
@@ -99,6 +103,14 @@ class GlassModelBase(
                     role,
                 )
         n_classes = len(self._label_names())
+        labels_key = self.adata_manager.registry["setup_args"].get("labels_key")
+        if classifier is None and labels_key is not None and n_classes < 2:
+            logger.warning(
+                "labels_key=%r has %d label(s) besides the unlabelled category; the model gets "
+                "no cell-label head (it needs at least two).",
+                labels_key,
+                n_classes,
+            )
         if classifier is None:
             classifier = n_classes > 1
         elif classifier and n_classes < 2:
@@ -129,10 +141,15 @@ class GlassModelBase(
         Lightning's start-up banners and hints are held back while glassvi trains; other
         warnings still reach you.
 
+        ``batch_size`` must be at least 1 (scvi-tools would silently replace 0 by its
+        default), and at least 3 cells must remain for training.
+
         Examples
         --------
         >>> model.train(max_epochs=100, batch_size=128)
         """
+        if "batch_size" in kwargs:
+            check_batch_size(kwargs["batch_size"])
         # scvi-tools leaves the module in eval mode after training or inference; Lightning keeps
         # modules in the mode it finds them in, which would train without dropout
         self.module.train()
@@ -143,6 +160,11 @@ class GlassModelBase(
             restore_cpu_allocator()  # also when training stops with an error
 
     # ------------------------------------------------------------------------- accessors
+    def _make_data_loader(self, adata, indices=None, batch_size=None, *args, **kwargs):
+        # every accessor (latent, activities, predictions, attributions) loads through here
+        batch_size = check_batch_size(batch_size)
+        return super()._make_data_loader(adata, indices, batch_size, *args, **kwargs)
+
     @property
     def modalities(self) -> list[str]:
         """Modality roles of this model (``"rna"``, ``"atac"``), in decoder order."""
@@ -343,11 +365,15 @@ class GlassModelBase(
         Parameters
         ----------
         adata
-            Query AnnData/MuData organised like the reference data (same features).
+            Query AnnData/MuData with the reference's features. They are matched by name: in
+            another order (or with extra features) the model uses a copy in the reference's
+            order, which becomes the query model's ``adata``; missing features are refused.
         reference_model
-            A trained model of this class, or the directory it was saved to.
+            A trained model of this class, or the directory it was saved to (read without
+            running code, see :meth:`load`).
         **kwargs
-            Keyword arguments of :meth:`scvi.model.base.ArchesMixin.load_query_data`.
+            Keyword arguments of :meth:`scvi.model.base.ArchesMixin.load_query_data`, and
+            ``trusted`` (see :meth:`load`).
 
         Returns
         -------
@@ -358,6 +384,8 @@ class GlassModelBase(
         >>> query_model = glassvi.model.LinearVI.load_query_data(query, model)
         >>> query_model.train(max_epochs=100)
         """
+        reference_model = read_saved_model(reference_model, trusted=kwargs.pop("trusted", False))
+        adata = cls._align_query(adata, reference_model)
         _, ref_state = reference_state(reference_model)
         model = super().load_query_data(adata, reference_model, **kwargs)
         if kwargs.get("unfrozen", False):

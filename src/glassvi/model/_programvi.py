@@ -20,6 +20,7 @@ from . import _evidence
 from ._base import GlassModelBase
 from ._differential import DifferentialProgramsMixin
 from ._docs import setup_docs
+from ._io import read_saved_model
 from ._masks import (
     PROGRAM_REGISTRY_KEYS,
     ROLES,
@@ -609,11 +610,13 @@ class ProgramVI(ProgramEvidenceMixin, DifferentialProgramsMixin, GlassModelBase)
         Parameters
         ----------
         adata
-            Query data with the reference's features (same order). If it has no program mask
-            under the reference's ``program_key``, the reference model's mask is copied into it
-            (when ``reference_model`` is a model object); a different mask is an error.
+            Query data with the reference's features, matched by name (in another order the
+            model uses a reordered copy; missing features are refused). If it has no program
+            mask under the reference's ``program_key``, the reference model's mask is copied
+            into it (when ``reference_model`` is a model object); a different mask is an error.
         reference_model
-            A trained ProgramVI or the directory it was saved to.
+            A trained ProgramVI or the directory it was saved to (read without running code,
+            see :meth:`load`; pass ``trusted=True`` for files you trust).
         n_denovo_query
             Number of new de novo units learned on the query.
         **kwargs
@@ -632,6 +635,8 @@ class ProgramVI(ProgramEvidenceMixin, DifferentialProgramsMixin, GlassModelBase)
             raise ValueError(f"n_denovo_query must be >= 0, got {n_denovo_query}.")
         if reference_model is None:
             raise ValueError("reference_model is required.")
+        reference_model = read_saved_model(reference_model, trusted=kwargs.pop("trusted", False))
+        adata = cls._align_query(adata, reference_model)
         attr_dict, ref_state = reference_state(reference_model)
         setup_args = attr_dict["registry_"]["setup_args"]
         if adata is not None:

@@ -8,14 +8,21 @@ import numpy as np
 from mudata import MuData
 
 from ..module import ProgramVAE
+from ._io import read_saved_model
 from ._masks import ROLES, program_key_for, program_masks_of
 
 logger = logging.getLogger(__name__)
 
 
 def reference_state(reference_model) -> tuple[dict, dict]:
-    """Saved attributes and module state dict of a reference model (object or directory)."""
+    """Saved attributes and module state dict of a reference model (object or directory).
+
+    A directory is read safely (see :func:`~glassvi.model._io.read_saved_model`); scvi-tools'
+    own reader would unpickle it with ``weights_only=False``.
+    """
     from scvi.model.base._archesmixin import _get_loaded_data
+
+    reference_model = read_saved_model(reference_model)
 
     attr_dict, _, ref_state, _ = _get_loaded_data(reference_model, device="cpu")
     return attr_dict, ref_state

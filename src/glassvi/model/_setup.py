@@ -11,7 +11,14 @@ from mudata import MuData
 from scvi import REGISTRY_KEYS
 from scvi.data import AnnDataManager, fields
 
-from .._validation import check_counts, check_layer, check_obs_keys, get_matrix
+from .._validation import (
+    RestoreOnError,
+    check_counts,
+    check_layer,
+    check_obs_keys,
+    check_obs_values,
+    get_matrix,
+)
 from ._classifier import DEFAULT_UNLABELED_CATEGORY
 
 #: default likelihood of each modality role
@@ -33,9 +40,11 @@ def _validate_adata_for_setup(
     layer: str | None,
     where: str,
     obs_keys: dict[str, Any],
+    allow_missing_labels: bool = False,
 ) -> None:
     check_layer(adata, layer, where)
     check_obs_keys(adata.obs, obs_keys, where)
+    check_obs_values(adata.obs, obs_keys, where, allow_missing_labels=allow_missing_labels)
     what = f"{where}.layers[{layer!r}]" if layer is not None else f"{where}.X"
     check_counts(get_matrix(adata, layer), what)
 
@@ -83,13 +92,17 @@ class SetupMixin:
         if level <= logging.INFO:
             scvi_logger.setLevel(logging.WARNING)
         try:
-            adata_manager.register_fields(adata, **kwargs)
+            # a field failing half-way would leave the _scvi_* columns of the earlier ones
+            with RestoreOnError(adata):
+                adata_manager.register_fields(adata, **kwargs)
         finally:
             scvi_logger.setLevel(level)
         cls.register_manager(adata_manager)
 
     @classmethod
-    def _check_setup_anndata(cls, adata, modality, layer, obs_keys) -> None:
+    def _check_setup_anndata(
+        cls, adata, modality, layer, obs_keys, allow_missing_labels: bool = False
+    ) -> None:
         if not isinstance(adata, AnnData):
             raise TypeError(
                 f"setup_anndata expects an AnnData, got {type(adata).__name__}; "
@@ -97,11 +110,17 @@ class SetupMixin:
             )
         if modality not in DEFAULT_LIKELIHOOD:
             raise ValueError(f"modality must be 'rna' or 'atac', got {modality!r}.")
-        _validate_adata_for_setup(adata, layer, "adata", obs_keys)
+        _validate_adata_for_setup(adata, layer, "adata", obs_keys, allow_missing_labels)
 
     @classmethod
     def _resolve_mudata_modalities(
-        cls, mdata: MuData, rna_layer, atac_layer, obs_keys: dict, modalities: dict | None
+        cls,
+        mdata: MuData,
+        rna_layer,
+        atac_layer,
+        obs_keys: dict,
+        modalities: dict | None,
+        allow_missing_labels: bool = False,
     ) -> dict:
         if not isinstance(mdata, MuData):
             raise TypeError(f"setup_mudata expects a MuData, got {type(mdata).__name__}.")
@@ -136,6 +155,7 @@ class SetupMixin:
             obs = mdata[mod].obs if mod is not None else mdata.obs
             where = f"mdata[{mod!r}]" if mod is not None else "mdata"
             check_obs_keys(obs, {arg: value}, where)
+            check_obs_values(obs, {arg: value}, where, allow_missing_labels=allow_missing_labels)
         return modalities
 
     @classmethod
@@ -213,7 +233,9 @@ class SetupMixin:
         """
         args = setup_method_args["setup_args"]
         obs_keys = {name: args[name] for name in OBS_KEY_ARGS}
-        cls._check_setup_anndata(adata, args["modality"], args["layer"], obs_keys)
+        # query data (load_query_data) may have missing labels: they become unlabelled
+        allow_missing = bool(kwargs.get("allow_missing_labels", False))
+        cls._check_setup_anndata(adata, args["modality"], args["layer"], obs_keys, allow_missing)
         extra = extra_fields() if extra_fields is not None else []
         anndata_fields = cls._setup_anndata_fields(
             args["layer"],
@@ -242,7 +264,12 @@ class SetupMixin:
         args = setup_method_args["setup_args"]
         obs_keys = {name: args[name] for name in OBS_KEY_ARGS}
         modalities = cls._resolve_mudata_modalities(
-            mdata, args["rna_layer"], args["atac_layer"], obs_keys, args["modalities"]
+            mdata,
+            args["rna_layer"],
+            args["atac_layer"],
+            obs_keys,
+            args["modalities"],
+            allow_missing_labels=bool(kwargs.get("allow_missing_labels", False)),
         )
         extra = extra_fields(modalities) if extra_fields is not None else []
         args["modalities"] = modalities

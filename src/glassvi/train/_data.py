@@ -514,7 +514,13 @@ class GlassDataSplitter(DataSplitter):
         external_indexing: list[np.ndarray] | None = None,
         **kwargs,
     ):
-        self.batch_size = int(kwargs.pop("batch_size", None) or settings.batch_size)
+        batch_size = kwargs.pop("batch_size", None)
+        if batch_size is None:
+            batch_size = settings.batch_size
+        valid = isinstance(batch_size, int | np.integer) and not isinstance(batch_size, bool)
+        if not valid or batch_size < 1:
+            raise ValueError(f"batch_size must be an integer of at least 1, got {batch_size!r}.")
+        self.batch_size = int(batch_size)
         self.distributed = bool(kwargs.pop("distributed_sampler", False))
         self.data_and_attributes = kwargs.pop("data_and_attributes", None)
         self.block_size = kwargs.pop("block_size", None)
@@ -595,6 +601,13 @@ class GlassDataSplitter(DataSplitter):
 
     def train_dataloader(self) -> DataLoader:
         """Loader of the training cells, reshuffled each epoch."""
+        if len(self.train_idx) == 0:
+            n_cells = self.adata_manager.adata.n_obs
+            raise ValueError(
+                f"No cells left to train on: the data have {n_cells} cells, and the split keeps "
+                "none for training (a last minibatch of fewer than 3 cells is moved to "
+                "validation). Training needs at least 3 cells."
+            )
         return self._loader(self.train_idx, self.shuffle_training, self.drop_last)
 
     def val_dataloader(self) -> DataLoader | None:
