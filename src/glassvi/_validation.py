@@ -193,12 +193,14 @@ def _value_kind(value) -> str:
     return type(value).__name__
 
 
-def _check_categorical_column(series, arg: str, col: str, where: str) -> None:
+def _check_categorical_column(
+    series, arg: str, col: str, where: str, allow_missing: bool = False
+) -> None:
     import pandas as pd
 
     name = f"{arg}={col!r} ({where}.obs[{col!r}])"
     n_missing = int(series.isna().sum())
-    if n_missing:
+    if n_missing and not allow_missing:
         if arg == "labels_key":
             fix = (
                 "mark unlabelled cells with the unlabeled_category (default 'Unknown') instead, "
@@ -209,6 +211,7 @@ def _check_categorical_column(series, arg: str, col: str, where: str) -> None:
         raise ValueError(
             f"{name} has no value (NaN) for {n_missing} of {len(series)} cells; {fix}."
         )
+    series = series.dropna()
     if isinstance(series.dtype, pd.CategoricalDtype):
         values = series.cat.categories[series.cat.codes.unique()]
     else:
@@ -259,7 +262,12 @@ def _check_continuous_column(series, arg: str, col: str, where: str) -> None:
         )
 
 
-def check_obs_values(obs, keys: dict[str, str | list[str] | None], where: str) -> None:
+def check_obs_values(
+    obs,
+    keys: dict[str, str | list[str] | None],
+    where: str,
+    allow_missing_labels: bool = False,
+) -> None:
     """Raise a one-line ``ValueError`` naming the first registered ``obs`` column that is unusable.
 
     Categorical columns (``batch_key``, ``labels_key``, ``categorical_covariate_keys``) must
@@ -275,6 +283,8 @@ def check_obs_values(obs, keys: dict[str, str | list[str] | None], where: str) -
         Setup argument -> column name(s); ``None`` entries and unknown arguments are skipped.
     where
         How to name the container in the error (e.g. ``"adata"`` or ``"mdata['rna']"``).
+    allow_missing_labels
+        Accept NaN labels (query data, whose unlabelled cells scvi-tools marks itself).
 
     Examples
     --------
@@ -289,7 +299,8 @@ def check_obs_values(obs, keys: dict[str, str | list[str] | None], where: str) -
             if col not in obs.columns:
                 continue  # check_obs_keys names missing columns
             if arg in CATEGORICAL_KEYS:
-                _check_categorical_column(obs[col], arg, col, where)
+                allow = allow_missing_labels and arg == "labels_key"
+                _check_categorical_column(obs[col], arg, col, where, allow_missing=allow)
             elif arg in CONTINUOUS_KEYS:
                 _check_continuous_column(obs[col], arg, col, where)
 

@@ -215,7 +215,9 @@ def read_model_file(
         message = str(err)
         if "weights_only" in message.lower() or "weights only" in message.lower():
             offending = _offending_globals(path, message)
-            shown = ", ".join(offending[:5]) or "an object type it cannot check"
+            reason = re.search(r"WeightsUnpickler error:\s*(.+?)\s*(?:\n|$)", message)
+            unchecked = f"content it cannot check ({reason.group(1) if reason else 'unknown'})"
+            shown = ", ".join(offending[:5]) or unchecked
             raise UnsafeModelFileError(
                 f"model file {str(path)!r} was not loaded: it needs {shown}, outside the "
                 "types glassvi saves (tensors, NumPy arrays, Python built-ins), and loading it "
