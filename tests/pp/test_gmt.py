@@ -117,3 +117,22 @@ def test_go_bp_names_with_spaces(shared_data):
     assert len(first) == 31
     assert first[:3] == ["AKT3", "DNA2", "DNAJA3"]
     assert all(15 <= len(genes) <= 500 for genes in go.values())
+
+
+def test_binary_or_wrongly_encoded_files_name_the_file(tmp_path):
+    latin1 = tmp_path / "latin1.gmt"
+    latin1.write_bytes("SET_\xe9\tdesc\tCD3E\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"latin1\.gmt is not a UTF-8 text file"):
+        read_gmt(latin1)
+    binary = tmp_path / "model.gmt"
+    binary.write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(ValueError, match=r"model\.gmt"):
+        read_gmt(binary)
+    zeros = tmp_path / "zeros.gmt"
+    zeros.write_bytes(b"A\tB\x00\x00\tC\n")
+    with pytest.raises(ValueError, match=r"zeros\.gmt, line 1: contains NUL bytes"):
+        read_gmt(zeros)
+    fake_gz = tmp_path / "sets.gmt.gz"
+    fake_gz.write_text("SET\tdesc\tCD3E\n")
+    with pytest.raises(ValueError, match=r"sets\.gmt\.gz could not be read as a gzip"):
+        read_gmt(fake_gz)
