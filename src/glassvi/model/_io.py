@@ -49,7 +49,24 @@ _ALLOWED_GLOBALS = (
 
 
 class UnsafeModelFileError(pickle.UnpicklingError):
-    """A model file references types outside glassvi's allow-list; it was not loaded."""
+    """A model file references types outside glassvi's allow-list; it was not loaded.
+
+    Raised by ``load``, ``load_query_data`` and the other readers of saved models. The message
+    names the file and the types it needs. Nothing from the file has run. Load a file you
+    trust with ``trusted=True``.
+
+    Parameters
+    ----------
+    *args
+        The message, as for any exception.
+
+    Examples
+    --------
+    >>> try:
+    ...     model = glassvi.model.LinearVI.load("downloaded_model", adata=adata)
+    ... except glassvi.model.UnsafeModelFileError as err:
+    ...     print(err)  # names the file and the types it needs
+    """
 
 
 def safe_globals() -> list:
