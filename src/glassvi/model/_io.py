@@ -59,6 +59,8 @@ class UnsafeModelFileError(pickle.UnpicklingError):
     ----------
     *args
         The message, as for any exception.
+    **kwargs
+        Keyword arguments of :class:`pickle.UnpicklingError`.
 
     Examples
     --------
