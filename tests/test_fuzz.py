@@ -10,13 +10,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from glassvi._genome import parse_peak_names
 from glassvi._validation import check_obs_values
 from glassvi.pp import read_gmt, write_gmt
-
-try:  # the peak-name parser's module
-    from glassvi.pp._links import parse_peak_names
-except ImportError:  # pragma: no cover - layout before the pp split
-    from glassvi.pp._peaks import parse_peak_names
 
 FUZZ = settings(
     max_examples=25,
