@@ -237,8 +237,9 @@ class GlassModelBase(
         Parameters
         ----------
         adata
-            AnnData or MuData set up like the training data (same features, in the same order);
-            defaults to the training data.
+            AnnData or MuData with the training data's features, matched by name (in another
+            order they are used through a reordered copy and results are written in this
+            object's order; a missing feature is an error); defaults to the training data.
         method
             ``"weights"`` (intrinsic, default); post-hoc through captum:
             ``"integrated_gradients"``, ``"deeplift"``, ``"deeplift_shap"``, ``"gradient_shap"``,
