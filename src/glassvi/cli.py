@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -15,6 +16,8 @@ MODELS = ("program", "linear")
 BUNDLED_PROGRAMS = ("hallmark", "reactome", "go_bp")
 #: programs carried by fewer effective genes than this are marked in the summary
 FEW_GENES = 3.0
+#: share of the cells that train; the rest are held out for the validation curves
+VALIDATION_SPLIT = 0.9
 
 
 class CLIError(Exception):
@@ -270,8 +273,10 @@ def run(args: argparse.Namespace) -> int:
     from mudata import MuData
 
     from .model import LinearVI, ProgramVI
+    from .train import quiet_training
 
-    scvi.settings.seed = args.seed
+    with quiet_training():  # no "Seed set to ..." line from Lightning
+        scvi.settings.seed = args.seed
     t0 = time.perf_counter()
     data, description = _load(args.data, args)
     print(f"glassvi: data {description}: {data.n_obs} cells", flush=True)
@@ -287,15 +292,38 @@ def run(args: argparse.Namespace) -> int:
         weights = _keys.weights(prefix, _keys.LINEARVI_WEIGHTS)
         _setup(model_cls, data, args)
         model = model_cls(data, n_latent=args.n_latent)
-    print(f"glassvi: training {model_cls.__name__} for {args.epochs} epochs", flush=True)
+    # a tenth of the cells is held out, so the report shows validation curves next to the
+    # training curves (too few cells to spare: all of them train)
+    train_size = VALIDATION_SPLIT if data.n_obs >= 50 else 1.0
+    print(
+        f"glassvi: training {model_cls.__name__} for {args.epochs} epochs"
+        + (f" ({1 - train_size:.0%} of cells held out for validation)" if train_size < 1 else ""),
+        flush=True,
+    )
     model.train(
         max_epochs=args.epochs,
         batch_size=args.batch_size,
+        train_size=train_size,
+        check_val_every_n_epoch=1 if train_size < 1 else None,
         enable_progress_bar=not args.quiet,
     )
     model.explain()
     attribution_key = None
-    if args.attribution != "none" and model.has_classifier:
+    attribute = args.attribution != "none" and model.has_classifier
+    if attribute:
+        from ._optional import available
+        from .explain import METHODS
+
+        backend = METHODS[args.attribution].backend
+        if not available(backend):
+            print(
+                f"glassvi: attribution skipped: --attribution {args.attribution} needs the "
+                f"optional package {backend!r}; install it with "
+                'pip install "glassvi[attribution]" (or pass --attribution none)',
+                flush=True,
+            )
+            attribute = False
+    if attribute:
         print(f"glassvi: attributing label predictions ({args.attribution})", flush=True)
         model.explain(
             method=args.attribution, target="labels", n_steps=20, progress_bar=not args.quiet
@@ -318,10 +346,37 @@ def run(args: argparse.Namespace) -> int:
         if not args.no_report:
             from .pl import write_report
 
+            parameters = {
+                "model": args.model,
+                "epochs": args.epochs,
+                "batch_size": args.batch_size,
+                "train_size": train_size,
+                "layer": args.layer,
+                "batch_key": args.batch_key,
+                "labels_key": args.labels_key,
+                "attribution": args.attribution if attribution_key else "none",
+            }
+            if args.model == "program":
+                parameters.update(
+                    programs=args.programs, n_denovo=args.n_denovo, min_genes=args.min_genes
+                )
+            else:
+                parameters["n_latent"] = args.n_latent
+            run_info = {
+                "command": getattr(args, "command_line", None),
+                "input": description,
+                "seed": args.seed,
+                "parameters": parameters,
+            }
             title = f"{model_cls.__name__} on {description}"
-            n_figures = len(write_report(data, model, stage, title=title)) - 1
+            paths = write_report(data, model, stage, title=title, run_info=run_info)
+            n_figures = sum(p.suffix == ".png" for p in paths.values())
+            n_tables = sum(p.suffix == ".csv" for p in paths.values())
     if not args.no_report:
-        print(f"glassvi: wrote {out / 'report.html'} and {n_figures} figures", flush=True)
+        print(
+            f"glassvi: wrote {out / 'report.html'}, {n_figures} figures and {n_tables} CSV tables",
+            flush=True,
+        )
     print(
         f"glassvi: wrote {result_path} (keys: {keys}) and {out / 'model'} in "
         f"{time.perf_counter() - t0:.0f} s",
@@ -330,11 +385,31 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _plain_scvi_logging() -> None:
+    """Log scvi-tools' messages as plain lines when the output is not a terminal.
+
+    scvi-tools logs through rich with colours forced on, which writes ANSI escape codes into
+    redirected logs. The command line owns its process, so it may swap the handler.
+    """
+    if sys.stdout.isatty():
+        return
+    scvi_logger = logging.getLogger("scvi")
+    for handler in list(scvi_logger.handlers):
+        if type(handler).__name__ == "RichHandler":
+            scvi_logger.removeHandler(handler)
+            plain = logging.StreamHandler(sys.stderr)
+            plain.setLevel(handler.level)
+            plain.setFormatter(logging.Formatter("glassvi: %(levelname)s %(message)s"))
+            scvi_logger.addHandler(plain)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``glassvi`` console script."""
     parser = _build_parser()
     args = parser.parse_args(argv)
+    args.command_line = shlex.join(["glassvi", *(sys.argv[1:] if argv is None else argv)])
     logging.basicConfig(level=logging.WARNING, format="glassvi: %(message)s")
+    _plain_scvi_logging()
     try:
         return run(args)
     except (CLIError, ValueError, KeyError, TypeError, FileNotFoundError, OSError) as err:

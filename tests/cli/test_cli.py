@@ -15,7 +15,7 @@ def test_run_default_is_programvi_with_hallmark(tmp_path, capsys):
     assert res.shape == (1000, 6397)
     names = list(res.varm["programs"].columns)
     assert len(names) > 40 and all(n.startswith("HALLMARK_") for n in names)
-    assert list(res.obsm["X_programvi"].columns) == names
+    assert list(res.uns["programvi"]["columns"]) == names
     weights = res.varm["programvi_weights"]
     assert weights.shape == (6397, len(names))
     assert (weights.to_numpy()[~res.varm["programs"].to_numpy()] == 0).all()
@@ -48,7 +48,7 @@ def test_run_program_with_gmt_and_denovo(tmp_path):
     argv = ["run", str(path), "--layer", "counts", "--programs", str(gmt), "--n-denovo", "2"]
     assert main(argv + ["--epochs", "1", "--out", str(out), "--quiet"]) == 0
     res = ad.read_h5ad(out / "results.h5ad")
-    assert list(res.obsm["X_programvi"].columns) == names + ["denovo_0", "denovo_1"]
+    assert list(res.uns["programvi"]["columns"]) == names + ["denovo_0", "denovo_1"]
 
 
 def test_run_program_multiome_links_peaks(tmp_path):

@@ -93,7 +93,8 @@ def test_labels_attributions_recover_planted_programs(trained):
     assert table["feature"].iloc[0] == adata.varm[key]["type_0"].idxmax()
     # exact decomposition of the predicted logit into per-factor contributions
     contrib = adata.obsm[key]
-    assert list(contrib.columns) == [f"factor_{i}" for i in range(8)]
+    assert type(contrib) is np.ndarray
+    assert list(adata.uns[key]["cell_columns"]) == [f"factor_{i}" for i in range(8)]
     logits = model.get_latent_representation() @ model.module.classifier.weight.detach().numpy().T
     pred = logits.argmax(1)
     np.testing.assert_allclose(contrib.sum(axis=1), logits[np.arange(len(pred)), pred], rtol=1e-4)

@@ -5,6 +5,7 @@ import mudata as md
 import numpy as np
 import pandas as pd
 import pytest
+import scanpy as sc
 import scipy.sparse as sp
 import torch
 
@@ -40,13 +41,15 @@ def test_rna_real_data_trains_and_explains():
     model.explain()
     latent = adata.obsm["X_linearvi"]
     loadings = adata.varm["linearvi_loadings"]
-    assert list(latent.columns) == [f"factor_{i}" for i in range(8)]
-    assert latent.index.equals(adata.obs_names)
+    # a plain array, names in uns, as scanpy stores embeddings: scanpy plots it directly
+    assert type(latent) is np.ndarray and latent.shape == (adata.n_obs, 8)
+    assert list(adata.uns["linearvi"]["columns"]) == [f"factor_{i}" for i in range(8)]
+    sc.pl.embedding(adata, basis="X_linearvi", color="cell_type_annotations", show=False)
     assert loadings.index.equals(adata.var_names)
     np.testing.assert_allclose(
         loadings.to_numpy(), model.module.decoders["rna"].weight.detach().numpy()
     )
-    np.testing.assert_allclose(latent.to_numpy(), model.get_latent_representation(), rtol=1e-5)
+    np.testing.assert_allclose(latent, model.get_latent_representation(), rtol=1e-5)
     meta = adata.uns["linearvi"]
     assert meta["latent_key"] == "X_linearvi" and meta["weights_key"] == "linearvi_loadings"
     assert meta["params"]["likelihoods"] == {"rna": "nb"}

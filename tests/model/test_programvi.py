@@ -62,14 +62,18 @@ def test_hard_mask_exact_zeros_nonnegative_and_explain(trained):
 
     model.explain()
     latent = adata.obsm["X_programvi"]
-    assert isinstance(latent, pd.DataFrame) and list(latent.columns) == names + ["denovo_0"]
-    assert latent.index.equals(adata.obs_names)
+    assert type(latent) is np.ndarray and latent.shape == (adata.n_obs, len(names) + 1)
+    assert list(adata.uns["programvi"]["columns"]) == names + ["denovo_0"]
+    import scanpy as sc
+
+    sc.pl.embedding(adata, basis="X_programvi", color=["cell_type", names[0]], show=False)
+    sc.pl.embedding(adata, basis="programvi", components="1,2", show=False)
     pd.testing.assert_frame_equal(adata.varm["programvi_weights"], weights)
     meta = adata.uns["programvi"]
     assert meta["weights_key"] == "programvi_weights" and list(meta["programs"]) == names
     assert meta["params"]["n_denovo"] == 1 and meta["params"]["mask_mode"] == "hard"
     activity = model.get_program_activity()
-    np.testing.assert_allclose(activity.to_numpy(), latent.to_numpy(), rtol=1e-5)
+    np.testing.assert_allclose(activity.to_numpy(), latent, rtol=1e-5)
     pd.testing.assert_frame_equal(activity, model.get_program_activity())  # deterministic
 
     genes = model.get_program_genes(names[0])
@@ -237,7 +241,7 @@ def test_atac_only_and_multiome_aligned_by_name():
     model.train(max_epochs=2, **TRAIN_KW)
     model.explain()
     assert atac.varm["programvi_weights"].shape == (atac.n_vars, 6)
-    assert list(atac.obsm["X_programvi"].columns) == names[::-1]
+    assert list(atac.uns["programvi"]["columns"]) == names[::-1]
 
     ProgramVI.setup_mudata(mdata, batch_key="batch")
     model = ProgramVI(mdata, n_denovo=1)

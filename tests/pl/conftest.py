@@ -31,9 +31,10 @@ def _close_figures():
     plt.close("all")
 
 
-def _embed(latent: pd.DataFrame) -> np.ndarray:
+def _embed(latent: np.ndarray) -> np.ndarray:
     """A cheap 2-D embedding of the latent space (first two principal axes)."""
-    centred = latent.to_numpy() - latent.to_numpy().mean(axis=0)
+    latent = np.asarray(latent)
+    centred = latent - latent.mean(axis=0)
     _, _, vt = np.linalg.svd(centred, full_matrices=False)
     return centred @ vt[:2].T
 
@@ -55,9 +56,13 @@ def rna_trained():
     )
     adata.varm["programvi_weights"] = weights
     adata.varm["programs"] = mask
-    adata.obsm["X_programvi"] = pd.DataFrame(
-        adata.obsm["true_activity"], index=adata.obs_names, columns=names
-    )
+    # stored as explain() stores it: an array, its names in the record
+    adata.obsm["X_programvi"] = np.asarray(adata.obsm["true_activity"])
+    adata.uns["programvi"] = {
+        "latent_key": "X_programvi",
+        "weights_key": "programvi_weights",
+        "columns": names,
+    }
     rng = np.random.default_rng(0)
     types = sorted(adata.obs["cell_type"].unique())
     attribution = pd.DataFrame(

@@ -31,14 +31,16 @@ def test_activity_renders_and_leaves_adata_untouched(rna_trained, tmp_path):
     assert [ax.get_title() for ax in axes] == ["factor_0", "factor_1", "cell_type"]
     # the colors of the first panel are the factor's values, in the user's cell order
     values = axes[0].collections[0].get_array()
-    expected = adata.obsm["X_linearvi"]["factor_0"].to_numpy()
+    expected = adata.obsm["X_linearvi"][
+        :, list(adata.uns["linearvi"]["columns"]).index("factor_0")
+    ]
     np.testing.assert_allclose(np.sort(np.asarray(values)), np.sort(expected), rtol=1e-6)
     assert _snapshot(adata) == before
 
 
 def test_activity_program_key_and_single_panel(rna_trained, tmp_path):
     adata, _ = rna_trained
-    name = adata.obsm["X_programvi"].columns[0]
+    name = adata.uns["programvi"]["columns"][0]
     ax = glassvi.pl.activity(adata, name, key="X_programvi", show=False, save=tmp_path / "a")
     assert (tmp_path / "a.png").exists()
     assert ax.get_title() == name
@@ -98,6 +100,31 @@ def test_top_features_several_programs(rna_trained, tmp_path):
     )
     assert_png_not_blank(path)
     assert [ax.get_title() for ax in axes] == ["factor_0", "factor_1", "factor_2"]
+
+
+def test_top_features_long_names_do_not_overlap(rna_trained, tmp_path):
+    adata, _ = rna_trained
+    data = adata.copy()
+    weights = data.varm["programvi_weights"]
+    long = [f"HALLMARK_INTERFERON_GAMMA_RESPONSE_VARIANT_{i}" for i in range(weights.shape[1])]
+    data.varm["programvi_weights"] = weights.set_axis(long, axis=1)
+    data.varm["programs"] = data.varm["programs"].set_axis(long, axis=1)
+    axes = glassvi.pl.top_features(
+        data, long[:6], key="programvi_weights", n=6, ncols=3, show=False, save=tmp_path / "t"
+    )
+    fig = axes[0].figure
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    boxes = [ax.title.get_window_extent(renderer) for ax in axes]
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1 :]:
+            assert not a.overlaps(b)
+    # nothing of a name is lost
+    assert all(ax.get_title().replace("\n", "") == name for ax, name in zip(axes, long))
+    # titles stay clear of the tick labels of the panel below them
+    for top, below in zip(axes[:3], axes[3:]):
+        labels = [t.get_window_extent(renderer) for t in top.get_xticklabels() if t.get_text()]
+        assert all(not below.title.get_window_extent(renderer).overlaps(lb) for lb in labels)
 
 
 def test_top_features_bad_keys(rna_trained):

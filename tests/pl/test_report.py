@@ -2,6 +2,8 @@ import base64
 import re
 
 import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 import pytest
 
 import glassvi
@@ -28,10 +30,11 @@ def test_write_report_anndata(rna_trained, tmp_path):
         "differential_programvi_differential",
         "report",
     }
-    assert set(paths) == expected
-    for name, path in paths.items():
+    csvs = {"programs", "program_by_group", "differential_programvi_differential"}
+    assert set(paths) == expected | {f"csv:{name}" for name in csvs}
+    for path in paths.values():
         assert path.parent == tmp_path / "out"
-        if name != "report":
+        if path.suffix == ".png":
             assert_png_not_blank(path)
 
     page = paths["report"].read_text()
@@ -46,13 +49,64 @@ def test_write_report_anndata(rna_trained, tmp_path):
     assert "<td>class</td><td>LinearVI</td>" in page
     assert f"<td>epochs</td><td>{len(model.history['elbo_train'])}</td>" in page
     loadings = adata.varm["linearvi_loadings"]
-    most_variable = adata.obsm["X_linearvi"].std().idxmax()
+    latent = pd.DataFrame(adata.obsm["X_linearvi"], columns=adata.uns["linearvi"]["columns"])
+    most_variable = latent.std().idxmax()
     top_gene = loadings[most_variable].idxmax()
     first_row = page.split("<td>" + most_variable + "</td>", 1)[1].split("</tr>", 1)[0]
     assert top_gene in first_row
     attribution = adata.varm["linearvi_ig_cell_type_abs"]
     group = attribution.columns[0]
     assert f"<td>{group}</td>" in page and attribution[group].idxmax() in page
+
+
+def test_report_is_a_record(rna_trained, tmp_path):
+    import scvi
+
+    adata, model = rna_trained
+    data = adata.copy()
+    names = list(data.uns["linearvi"]["columns"])
+    evidence = pd.DataFrame(
+        {
+            "pvalue": np.linspace(0.001, 0.5, len(names)),
+            "fdr": np.linspace(0.01, 0.6, len(names)),
+            "significant": [True] + [False] * (len(names) - 1),
+            "effective_genes": np.arange(len(names)) + 3.0,
+            "n_genes": np.arange(len(names)) + 10,
+        },
+        index=names[::-1],
+    )
+    data.uns["linearvi"]["evidence"] = evidence
+    data.uns["linearvi_ig_cell_type"] = {
+        "method": "integrated_gradients",
+        "target": "labels",
+        "baseline": "zeros",
+        "n_steps": 20,
+        "convergence": {"mean_abs_delta": 0.0123, "relative_delta": 0.004},
+    }
+    run_info = {"command": "glassvi run sim.h5ad --epochs 4", "input": "sim.h5ad", "seed": 7}
+    paths = glassvi.pl.write_report(data, model, tmp_path, run_info=run_info)
+    page = paths["report"].read_text()
+    # versions, seed, command and input
+    assert f"<td>scvi-tools</td><td>{scvi.__version__}</td>" in page
+    assert "<td>seed</td><td>7</td>" in page
+    assert "glassvi run sim.h5ad --epochs 4" in page and "<td>input</td><td>sim.h5ad</td>" in page
+    # evidence, sorted by p-value, and attribution settings with convergence
+    section = page.split('id="evidence"', 1)[1].split("</section>", 1)[0]
+    assert section.index(f"<td>{names[-1]}</td>") < section.index(f"<td>{names[0]}</td>")
+    assert "effective_genes" in section and "program_evidence.csv" in section
+    section = page.split('id="attr-linearvi_ig_cell_type"', 1)[1].split("</section>", 1)[0]
+    assert "<td>n_steps</td><td>20</td>" in section and "0.0123" in section
+    # figures sit in their sections
+    training = page.split('id="training"', 1)[1].split("</section>", 1)[0]
+    assert training.count("<img") == 1
+    programs = page.split('id="programs"', 1)[1].split("</section>", 1)[0]
+    assert programs.count("<img") == 2  # embedding and top features
+    # the CSVs hold the full tables
+    by_group = pd.read_csv(paths["csv:program_by_group"], index_col=0)
+    assert by_group.shape == (len(names), data.obs["cell_type"].nunique())
+    assert list(pd.read_csv(paths["csv:program_evidence"], index_col=0).index) == names[::-1]
+    programs_csv = pd.read_csv(paths["csv:programs"], index_col=0)
+    assert set(programs_csv.index) == set(names) and "top_rna" in programs_csv.columns
 
 
 def test_write_report_multiome_computes_umap(multiome_trained, tmp_path):

@@ -200,7 +200,9 @@ def intrinsic_results(model: ExplainableModel, adata, key_added: str, batch_size
     latent = model.get_latent_representation(adata, batch_size=batch_size)
     columns = model._latent_names()
     latent_key = _keys.latent(key_added)
-    obsm = {latent_key: pd.DataFrame(latent, index=adata.obs_names, columns=columns)}
+    # a plain array, as scanpy and scvi-tools store embeddings; the column names are in
+    # uns[key_added]["columns"]
+    obsm = {latent_key: np.asarray(latent, dtype=np.float32)}
     weights_key = _keys.weights(key_added, model._weights_suffix)
     varm = {
         role: {

@@ -72,8 +72,9 @@ def attribution_results(
 
     Returns
     -------
-    dict with ``"obsm"`` ``{key: DataFrame}``, ``"varm"`` ``{modality: {key: DataFrame,
-    key + "_abs": DataFrame, ...}}`` and ``"uns"`` ``{key: dict}``.
+    dict with ``"obsm"`` ``{key: array}`` (cells x ``cell_columns``), ``"varm"``
+    ``{modality: {key: DataFrame, key + "_abs": DataFrame, ...}}`` and ``"uns"``
+    ``{key: dict}``.
 
     Examples
     --------
@@ -103,7 +104,8 @@ def attribution_results(
         varm[role] = entries
     cells = np.full((len(obs_names), len(cell_columns)), np.nan, dtype=np.float32)
     cells[explained] = result.cell_scores
-    obsm = {key: pd.DataFrame(cells, index=obs_names, columns=list(cell_columns))}
+    # a plain array (scanpy's convention); the column names are in uns[key]["cell_columns"]
+    obsm = {key: cells}
     empty = [t for t, c in zip(target_columns, result.counts[0]) if c == 0]
     if empty:
         logger.warning(

@@ -75,7 +75,7 @@ def activity_correlation(
     Parameters
     ----------
     estimated
-        Inferred activity, cells x programs (e.g. ``adata.obsm["X_programvi"]``). Drop extra
+        Inferred activity, cells x programs (e.g. ``model.get_program_activity()``). Drop extra
         latent dimensions (e.g. de novo programs) that have no ground truth first.
     true
         Ground-truth activity, cells x programs.

@@ -292,7 +292,7 @@ class GlassModelBase(
         -------
         ``None`` when ``inplace=True`` (or, with ``return_per_cell=True``, the per-cell dict
         below); otherwise a dict with the entries that would have been written:
-        ``{"obsm": {key: DataFrame}, "varm": {modality: {key: DataFrame}}, "uns": {key: dict}}``
+        ``{"obsm": {key: array}, "varm": {modality: {key: DataFrame}}, "uns": {key: dict}}``
         plus ``"per_cell"`` when asked for. The per-cell dict holds ``"attributions"``
         (modality -> array cells x features x targets, or cells x features for
         ``target="labels"``), ``"obs_names"``, ``"columns"``, ``"delta"`` (completeness
@@ -311,12 +311,13 @@ class GlassModelBase(
         ``.varm[key + f"_by_{groupby}"]`` and ``... + "_abs"``
             With ``groupby``: the same means per group, columns ``"<group>|<target>"``.
         ``.obsm[key]``
-            Cells x latent units for ``target="labels"``: the contribution ``z_k * W[c, k]``
-            of each unit to the logit of the cell's predicted class ``c`` (exact for the
-            linear head; the logit is their sum plus the bias). For ``target="latent"``: per
-            unit, the summed ``|attribution|`` over the features annotated to that unit by the
-            decoder's mask (all features when the model has no mask). For a callable: the
-            summed ``|attribution|`` per output.
+            A cells x columns array (names in ``.uns[key]["cell_columns"]``, as scanpy keeps
+            embeddings): cells x latent units for ``target="labels"``: the contribution
+            ``z_k * W[c, k]`` of each unit to the logit of the cell's predicted class ``c``
+            (exact for the linear head; the logit is their sum plus the bias). For
+            ``target="latent"``: per unit, the summed ``|attribution|`` over the features
+            annotated to that unit by the decoder's mask (all features when the model has no
+            mask). For a callable: the summed ``|attribution|`` per output.
         ``.uns[key]``
             ``method``, ``target``, ``baseline``, ``n_steps``, ``n_samples``, ``columns``,
             ``cell_columns``, cell counts, ``varm_keys`` and ``convergence``

@@ -65,6 +65,29 @@ def _mask_membership(container, mask_key: str | None, program: str, index: pd.In
     return mask[program].reindex(index).fillna(False).astype(bool)
 
 
+def _wrap_title(name: str, width: int = 26) -> str:
+    """Break a long program name into lines at underscores (or anywhere), never shortening it."""
+    if len(name) <= width:
+        return name
+    parts = name.split("_")
+    tokens = [p + "_" for p in parts[:-1]] + [parts[-1]]
+    lines, line = [], ""
+    for token in tokens:
+        while len(token) > width:  # a single over-long token is cut into pieces
+            if line:
+                lines.append(line)
+                line = ""
+            lines.append(token[:width])
+            token = token[width:]
+        if len(line) + len(token) > width and line:
+            lines.append(line)
+            line = ""
+        line += token
+    if line:
+        lines.append(line)
+    return "\n".join(lines)
+
+
 def _lollipop(ax, top: pd.Series, member: pd.Series | None, title: str, xlabel: str) -> None:
     y = np.arange(len(top))[::-1]
     colors = (
@@ -79,7 +102,7 @@ def _lollipop(ax, top: pd.Series, member: pd.Series | None, title: str, xlabel: 
     ax.tick_params(axis="x", labelsize=8)
     ax.set_ylim(-0.7, len(top) - 0.3)
     ax.set_xlabel(xlabel, fontsize=9)
-    ax.set_title(title, fontsize=10)
+    ax.set_title(_wrap_title(title), fontsize=9)
     ax.spines[["top", "right"]].set_visible(False)
     ax.grid(False)
     ax.grid(axis="x", linewidth=0.3, alpha=0.5)
@@ -176,11 +199,12 @@ def top_features(
     if ax is None:
         n_cols = min(ncols, len(names))
         n_rows = math.ceil(len(names) / n_cols)
-        height = 0.5 + 0.24 * n_shown
+        n_title_lines = max(_wrap_title(str(name)).count("\n") + 1 for name in names)
+        height = 0.5 + 0.24 * n_shown + 0.16 * n_title_lines
         fig, grid = plt.subplots(
             n_rows,
             n_cols,
-            figsize=(3.3 * n_cols, height * n_rows),
+            figsize=(3.5 * n_cols, height * n_rows),
             layout="constrained",
             squeeze=False,
         )

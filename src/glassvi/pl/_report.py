@@ -18,6 +18,7 @@ import pandas as pd
 
 from .. import _keys
 from .._version import __version__
+from . import _record as rec
 from . import _utils
 from ._differential import DIFFERENTIAL_COLUMNS, differential
 from ._embedding import activity
@@ -112,6 +113,8 @@ def _differential_keys(data: Any, prefix: str) -> list[str]:
     for key, value in data.uns.items():
         if not str(key).endswith("differential"):
             continue
+        if isinstance(value, Mapping) and isinstance(value.get("results"), pd.DataFrame):
+            value = value["results"]  # the record of ProgramVI.differential_programs
         try:
             columns = set(value.columns) if isinstance(value, pd.DataFrame) else set(value)
         except TypeError:
@@ -120,6 +123,13 @@ def _differential_keys(data: Any, prefix: str) -> list[str]:
             keys.append(str(key))
     keys.sort(key=lambda k: k != _keys.differential(prefix))
     return keys
+
+
+def _differential_table_of(data: Any, key: str) -> pd.DataFrame:
+    value = data.uns[key]
+    if isinstance(value, Mapping) and isinstance(value.get("results"), pd.DataFrame):
+        return value["results"]
+    return value if isinstance(value, pd.DataFrame) else pd.DataFrame(dict(value))
 
 
 def _labels_key(data: Any, model: Any) -> str | None:
@@ -369,16 +379,22 @@ def write_report(
     n_top: int = 8,
     n_programs: int = 8,
     dpi: int = 110,
+    run_info: Mapping[str, Any] | None = None,
 ) -> dict[str, Path]:
-    """Write the figures of a trained model as PNG files and a self-contained ``report.html``.
+    """Write a trained model's figures, tables (CSV) and a self-contained ``report.html``.
 
-    The report embeds every figure (as base64 data, so the single HTML file can be mailed or
-    opened offline) next to summary tables: the data, the model and its parameters, the
-    training (epochs and final losses), the most variable programs or factors with their top
-    features and the cell group where each is highest, and, where :mod:`glassvi.explain` wrote
-    per-group attributions, the top attributed features of each group. ``data`` is not
-    modified: a UMAP is computed on a temporary copy of the latent space when
-    ``obsm["X_umap"]`` is absent.
+    The report is a record of the run. It embeds every figure (as base64 data, so the single
+    HTML file can be mailed or opened offline) in its section: the run (package versions,
+    seed, and the command line, input and parameters given in ``run_info``), the data, the
+    model and its parameters, the training (final losses, training and validation curves),
+    the programs or factors (activity spread, top features, where each is highest, a
+    program x cell-group table), where the programs came from (the mask's source and the
+    dropped programs with the reason), their evidence (``uns[prefix]["evidence"]``), each
+    attribution (settings, convergence, top features per group), rankings in scanpy's
+    ``rank_genes_groups`` layout (such as ``glassvi.tl.rank_features`` and differential
+    programs write) and differential programs. The tables are also written as CSV files next
+    to the report and linked from it. ``data`` is not modified: a UMAP is computed on a
+    temporary copy of the latent space when ``obsm["X_umap"]`` is absent.
 
     Figures written (when the data hold what they need): ``history.png``, ``embedding.png``
     (activities of the top programs and the cell labels on a UMAP), ``top_features_<mod>.png``,
@@ -400,10 +416,15 @@ def write_report(
         Programs or factors shown in the figures and the table (most variable first).
     dpi
         Resolution of the PNG files.
+    run_info
+        What the report should record about how the results were made, e.g.
+        ``{"command": "glassvi run data.h5ad", "input": "data.h5ad", "seed": 0,
+        "parameters": {...}}``; the seed defaults to ``scvi.settings.seed``.
 
     Returns
     -------
-    Name -> path of every file written; ``"report"`` is the HTML file.
+    Name -> path of every file written; ``"report"`` is the HTML file, CSV tables are named
+    ``"csv:<name>"``.
 
     Raises
     ------
@@ -531,34 +552,120 @@ def write_report(
     groups = data.obs[labels_key] if labels_key else None
     header, program_rows = _program_rows(latent, weights, shown, groups, n_top, evidence)
     title = title or f"{type(model).__name__} report"
+    tables: dict[str, Path] = {}
+
+    def csv(name: str, frame: pd.DataFrame) -> str:
+        path = out / f"{name}.csv"
+        frame.to_csv(path)
+        tables[f"csv:{name}"] = path
+        return (
+            f'<p class="download"><a href="{html.escape(path.name)}" download>{path.name}</a></p>'
+        )
+
+    def figs(*names: str) -> str:
+        return "".join(_img(figures[n], captions.get(n, n)) for n in names if n in figures)
+
     sections = [
+        (
+            "run",
+            "Run",
+            _table(None, rec.run_rows(run_info, model))
+            + "<h3>Versions</h3>"
+            + _table(["package", "version"], rec.versions()),
+        ),
         ("data", "Data", _table(None, _data_rows(data, labels_key, record))),
         ("model", "Model", _table(["parameter", "value"], _model_rows(model, record))),
-        ("training", "Training", _table(None, _training_rows(model))),
-        (
-            "programs",
-            "Top programs",
-            (
-                "<p>Programs ordered by the standard deviation of their activity across cells.</p>"
-                if evidence is None
-                else "<p>Programs ordered by their evidence (FDR q-values against decoy "
-                "programs trained alongside them): first those the data support that three or "
-                "more genes carry. Notes mark programs the data do not support and those one or "
-                "two genes carry.</p>"
-            )
-            + _table(header, program_rows, numeric={1}),
-        ),
+        ("training", "Training", _table(None, _training_rows(model)) + figs("history")),
     ]
+    program_html = (
+        (
+            "<p>Programs ordered by the standard deviation of their activity across cells.</p>"
+            if evidence is None
+            else "<p>Programs ordered by their evidence (FDR q-values against decoy "
+            "programs trained alongside them): first those the data support that three or "
+            "more genes carry. Notes mark programs the data do not support and those one or "
+            "two genes carry.</p>"
+        )
+        + _table(header, program_rows, numeric={1})
+        + csv("programs", rec.program_table(latent, weights, groups, n_top))
+        + figs("embedding", *[n for n in figures if n.startswith("top_features_")])
+    )
+    if groups is not None:
+        by_group = rec.activity_by_group(latent, groups)
+        shown_table = by_group.loc[shown]
+        program_html += (
+            f"<h3>Mean activity by {html.escape(str(labels_key))}</h3>"
+            + _table(
+                ["program", *map(str, shown_table.columns)],
+                [[p, *(f"{v:.3g}" for v in row)] for p, row in shown_table.iterrows()],
+                numeric=set(range(1, shown_table.shape[1] + 1)),
+            )
+            + csv("program_by_group", by_group)
+        )
+    program_html += figs(*[n for n in figures if n.startswith("multiome_")])
+    sections.append(("programs", "Programs", program_html))
+    provenance = rec.program_provenance(data, model)
+    if provenance is not None:
+        rows, dropped = rec.provenance_rows(provenance)
+        content = _table(None, rows)
+        if len(dropped):
+            content += (
+                f"<details><summary>{len(dropped)} dropped programs and why</summary>"
+                + _table(["program", "reason"], dropped.to_numpy().tolist())
+                + "</details>"
+                + csv("dropped_programs", dropped.set_index("program"))
+            )
+        sections.append(("source", "Program source", content))
+    evidence = rec.evidence_table(record)
+    if evidence is not None:
+        rows = [[p, *(_fmt(v) for v in row)] for p, row in evidence.iterrows()]
+        sections.append(
+            (
+                "evidence",
+                "Program evidence",
+                "<p>Programs ordered by p-value of the evidence test.</p>"
+                + _table(["program", *map(str, evidence.columns)], rows)
+                + csv("program_evidence", evidence),
+            )
+        )
     for mod, key in attributions:
+        meta = data.uns.get(key)
+        settings = rec.attribution_rows(meta) if isinstance(meta, Mapping) else []
         sections.append(
             (
                 f"attr-{key}",
-                f"Top attributed features: {key}",
-                _table(["group", "top features"], _attribution_rows(data, mod, key, n_top)),
+                f"Attribution: {key}",
+                (_table(["setting", "value"], settings) if settings else "")
+                + "<h3>Top attributed features</h3>"
+                + _table(["group", "top features"], _attribution_rows(data, mod, key, n_top))
+                + figs(f"attribution_{key}"),
             )
         )
-    figure_html = "".join(_img(path, captions.get(name, name)) for name, path in figures.items())
-    sections.append(("figures", "Figures", figure_html or "<p>No figures.</p>"))
+    for key in rec.ranking_keys(data):
+        ranking = rec.rankings(data, key)
+        if ranking is None or key in _differential_keys(data, prefix):
+            continue
+        top = ranking.groupby("group", sort=False).head(n_top)
+        rows = [
+            [g, ", ".join(map(str, part["names"]))] for g, part in top.groupby("group", sort=False)
+        ]
+        sections.append(
+            (
+                f"rank-{key}",
+                f"Ranking: {key}",
+                _table(["group", f"top {n_top}"], rows)
+                + csv(f"ranking_{key}", ranking.set_index(["group", "rank"])),
+            )
+        )
+    for key in _differential_keys(data, prefix):
+        table = _differential_table_of(data, key)
+        sections.append(
+            (
+                f"diff-{key}",
+                f"Differential programs: {key}",
+                csv(f"differential_{key}", table) + figs(f"differential_{key}"),
+            )
+        )
 
     stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     nav = "".join(f'<a href="#{sid}">{html.escape(name)}</a>' for sid, name, _ in sections)
@@ -578,4 +685,4 @@ def write_report(
     report = out / "report.html"
     report.write_text(page, encoding="utf-8")
     logger.info("wrote %s with %d figures", report, len(figures))
-    return {**figures, "report": report}
+    return {**figures, **tables, "report": report}

@@ -106,10 +106,15 @@ def get_obsm_frame(data: Any, key: str) -> pd.DataFrame:
 
 
 def _stored_columns(data: Any, key: str, n: int) -> list[str]:
-    """Column names kept beside an array in ``.uns`` (glassvi records or ``uns[key]['names']``)."""
+    """Column names kept beside an ``.obsm`` array in ``.uns``.
+
+    glassvi keeps them in ``uns[prefix]["columns"]`` (latent representations, found through the
+    record's ``latent_key``) and ``uns[key]["cell_columns"]`` (cell-level attributions).
+    """
     record = data.uns.get(key)
-    if isinstance(record, Mapping) and "names" in record and len(record["names"]) == n:
-        return [str(c) for c in record["names"]]
+    for field in ("cell_columns", "names"):  # attribution records; other tools' name lists
+        if isinstance(record, Mapping) and field in record and len(record[field]) == n:
+            return [str(c) for c in record[field]]
     for record in _records(data):
         if key in (record.get("latent_key"), record.get("weights_key")):
             columns = list(record.get("columns", []))
