@@ -42,6 +42,7 @@ extensions = [
     "sphinx.ext.viewcode",
     "sphinxcontrib.bibtex",
     "sphinx_copybutton",
+    "sphinx.ext.intersphinx",
 ]
 # .rst first: autosummary writes its stub pages with the first suffix
 source_suffix = {".rst": "restructuredtext", ".md": "myst-nb", ".ipynb": "myst-nb"}
@@ -53,6 +54,7 @@ exclude_patterns = [
     "Thumbs.db",
     ".DS_Store",
     "generated/benchmarks/**",
+    "_inv/**",
 ]
 master_doc = "index"
 
@@ -70,6 +72,22 @@ typehints_document_rtype = False
 always_document_param_types = False
 bibtex_bibfiles = ["references.bib"]
 bibtex_reference_style = "author_year"
+
+# ----------------------------------------------------------------------------- links
+# links to the other projects' documentation through inventories kept in _inv/ (written by
+# _inv/build_inventories.py from the installed packages): the build never goes online
+_INVENTORIES = {
+    "anndata": "https://anndata.readthedocs.io/en/stable/",
+    "scanpy": "https://scanpy.readthedocs.io/en/1.10.x/",
+    "scvi-tools": "https://docs.scvi-tools.org/en/stable/",
+    "numpy": "https://numpy.org/doc/stable/",
+    "pandas": "https://pandas.pydata.org/docs/",
+    "torch": "https://docs.pytorch.org/docs/stable/",
+}
+intersphinx_mapping = {
+    name: (url, str(DOCS / "_inv" / f"{name}.inv")) for name, url in _INVENTORIES.items()
+}
+intersphinx_disabled_reftypes = ["std:doc"]
 
 # ----------------------------------------------------------------------------- notebooks
 # every build executes the tutorials (CI's included), so the pages show what the current code

@@ -83,3 +83,36 @@ def test_public_name_has_numpy_docstring(obj):
                 f"{obj.__qualname__} lacks a Returns section"
             )
     assert "Examples" in sections, f"{obj.__qualname__} lacks an Examples section"
+
+
+def test_api_page_lists_only_the_public_surface():
+    from pathlib import Path
+
+    page = (Path(__file__).resolve().parents[1] / "docs" / "api.md").read_text()
+    for internal in ("MinibatchSampler", "MinibatchDataset", "tune_cpu_allocator", "nonzero_key"):
+        assert internal not in page
+    for public in ("LinearVI", "ProgramVI", "rank_features", "write_report", "GlassTrainingPlan"):
+        assert public in page
+
+
+def test_offline_inventories_name_the_linked_objects():
+    import zlib
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parents[1] / "docs" / "_inv"
+    names = {}
+    for path in folder.glob("*.inv"):
+        raw = path.read_bytes()
+        header_end = 0
+        for _ in range(4):
+            header_end = raw.index(b"\n", header_end) + 1
+        assert raw[:header_end].startswith(b"# Sphinx inventory version 2")
+        body = zlib.decompress(raw[header_end:]).decode()
+        names[path.stem] = {line.split(" ", 1)[0] for line in body.splitlines()}
+    assert "anndata.AnnData" in names["anndata"]
+    assert "scanpy.pl.embedding" in names["scanpy"]
+    assert "scanpy.get.rank_genes_groups_df" in names["scanpy"]
+    assert "scvi.model.base.RNASeqMixin.get_normalized_expression" in names["scvi-tools"]
+    assert {"numpy.ndarray", "pandas.DataFrame", "torch.Tensor"} <= (
+        names["numpy"] | names["pandas"] | names["torch"]
+    )

@@ -30,10 +30,11 @@ def require(package: str, purpose: str) -> ModuleType:
     try:
         return importlib.import_module(package)
     except ImportError as err:
-        extra = EXTRAS.get(package)
+        extra = EXTRAS.get(package.split(".")[0])
         how = f'pip install "glassvi[{extra}]"' if extra else f"pip install {package}"
         raise ImportError(
-            f"{purpose} needs the optional package {package!r}, which is not installed; "
+            f"{purpose} needs the optional package {package.split('.')[0]!r}, which is not "
+            "installed; "
             f"install it with: {how}"
         ) from err
 

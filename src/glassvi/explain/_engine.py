@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._optional import require
 from ._methods import METHODS, MethodSpec, method_spec
 from ._rng import with_seeded_global_rngs
 from ._targets import TargetModel
@@ -204,7 +205,7 @@ class SummedTarget(nn.Module):
 
 
 def _captum_explainer(spec: MethodSpec, model: TargetModel):
-    from captum import attr
+    attr = require("captum.attr", f"attribution with {spec.captum_class}")
 
     # summed methods: rows are independent, so the gradient of the sum over cells is every
     # cell's own gradient, taken in one backward pass
@@ -411,7 +412,7 @@ def attribute(
     per_cell: list[list[tuple[np.ndarray, int, np.ndarray]]] | None = None
 
     if spec.backend == "shap":
-        import shap
+        shap = require("shap", "explain(method='shap')")
 
         if baseline is None:
             raise ValueError("method='shap' needs a baseline (background sample).")

@@ -142,7 +142,8 @@ def attribution_rows(record: Mapping[str, Any]) -> list[list[str]]:
     rows = []
     for key in ("method", "target", "baseline", "n_steps", "n_samples", "n_background", "seed"):
         value = record.get(key)
-        if value is not None and not (isinstance(value, str) and value == ""):
+        # 0 samples or background cells: the method does not use them
+        if value is not None and value != "" and not (key.startswith("n_") and value == 0):
             rows.append([key, _plain(value)])
     if record.get("groupby"):
         rows.append(["groupby", str(record["groupby"])])
