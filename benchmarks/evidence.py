@@ -253,10 +253,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="one seed, fewer epochs")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "evidence.json")
+    parser.add_argument("--seeds", type=int, nargs="*", default=None, help="seeds to run")
     args = parser.parse_args()
     torch.set_num_threads(1)
     _quiet()
-    seeds = [0] if args.quick else [0, 1, 2]
+    seeds = args.seeds if args.seeds else ([0] if args.quick else [0, 1, 2])
     from _common import machine
 
     result: dict = {"fdr": FDR, "seeds": seeds, "machine": machine(), "quick": args.quick}
