@@ -162,11 +162,11 @@ def test_rank_features_no_off_by_one():
     adata.varm["att"] = pd.DataFrame(
         {"B": [0.1, -3.0, 2.0, np.nan], "T": [1.0, 2.0, 3.0, 4.0]}, index=adata.var_names
     )
-    table = glassvi.tl.rank_features(adata, "att", "B")
-    assert table["feature"].tolist() == ["c", "a", "b"]
-    assert table["rank"].tolist() == [1, 2, 3]
-    table = glassvi.tl.rank_features(adata, "att", "B", absolute=True, n=1)
-    assert table.iloc[0].tolist() == ["b", -3.0, 1]
+    table = glassvi.tl.rank_features(adata, "att", "B", inplace=False)
+    assert table["names"].tolist() == ["c", "a", "b", "d"]  # the missing score ranks last
+    assert table["rank"].tolist() == [1, 2, 3, 4]
+    table = glassvi.tl.rank_features(adata, "att", "B", absolute=True, n_top=1, inplace=False)
+    assert table.iloc[0].tolist() == ["B", "b", -3.0, 1]
     with pytest.raises(KeyError, match="not a column"):
         glassvi.tl.rank_features(adata, "att", "NK")
     with pytest.raises(KeyError, match="not in .varm"):

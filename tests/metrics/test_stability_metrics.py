@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 from scipy.stats import spearmanr
 
-from glassvi.metrics import rank_correlation, stability, topk_jaccard
+from glassvi.metrics import rank_correlation, stability, topk_jaccard, topk_rank_correlation
 
 # ---------------------------------------------------------------- topk_jaccard
 
@@ -99,7 +99,8 @@ def test_stability_identical_and_independent_runs():
     rng = np.random.default_rng(0)
     base = rng.normal(size=(300, 4))
     same = stability([base, base.copy(), base.copy()], k=20)
-    assert same.shape == (4, 2)
+    assert same.shape == (4, 3)
+    np.testing.assert_allclose(same["topk_rank_correlation"], 1.0)
     np.testing.assert_allclose(same["topk_jaccard"], 1.0)
     np.testing.assert_allclose(same["rank_correlation"], 1.0)
     indep = stability([rng.normal(size=(300, 4)) for _ in range(3)], k=20)
@@ -111,7 +112,14 @@ def test_stability_per_pair_known_values():
     a = np.array([4.0, 3.0, 2.0, 1.0])
     b = np.array([4.0, 1.0, 3.0, 2.0])
     table = stability({"seed0": a, "seed1": a, "seed2": b}, k=2, per_pair=True)
-    assert list(table.columns) == ["run_a", "run_b", "target", "topk_jaccard", "rank_correlation"]
+    assert list(table.columns) == [
+        "run_a",
+        "run_b",
+        "target",
+        "topk_jaccard",
+        "rank_correlation",
+        "topk_rank_correlation",
+    ]
     assert list(zip(table["run_a"], table["run_b"])) == [
         ("seed0", "seed1"),
         ("seed0", "seed2"),
@@ -120,6 +128,8 @@ def test_stability_per_pair_known_values():
     np.testing.assert_allclose(table["topk_jaccard"], [1.0, 1 / 3, 1 / 3])
     rho_ab = spearmanr(a, b)[0]
     np.testing.assert_allclose(table["rank_correlation"], [1.0, rho_ab, rho_ab])
+    # union of the top 2 of a and b is features 0, 1, 2: ranks (3, 2, 1) against (3, 1, 2)
+    np.testing.assert_allclose(table["topk_rank_correlation"], [1.0, 0.5, 0.5])
     summary = stability({"seed0": a, "seed1": a, "seed2": b}, k=2)
     assert summary.loc[0, "topk_jaccard"] == pytest.approx((1 + 2 / 3) / 3)
 
@@ -140,3 +150,27 @@ def test_stability_bad_input():
         stability([np.ones((5, 2)), np.ones((6, 2))], k=2)
     with pytest.raises(ValueError, match="exceeds"):
         stability([np.ones((5, 2)), np.ones((5, 2))], k=6)
+
+
+def test_topk_rank_correlation_ignores_the_tail():
+    rng = np.random.default_rng(3)
+    head = np.array([10.0, 9.0, 8.0, 7.0, 6.0])
+    a = np.concatenate([head, rng.normal(size=200)])
+    b = np.concatenate([head, rng.normal(size=200)])
+    # the long noisy tail drags the full correlation down, not the top-k one
+    assert rank_correlation(a, b) < 0.3
+    assert topk_rank_correlation(a, b, k=5) == pytest.approx(1.0)
+    assert topk_rank_correlation(a, -b, k=5) < 0
+    both = topk_rank_correlation(np.c_[a, a], np.c_[b, a], k=5)
+    np.testing.assert_allclose(both, [1.0, 1.0])
+
+
+def test_stability_against_direction_ranks_negative_scores():
+    a = np.array([3.0, 2.0, -5.0, -4.0, 0.0])
+    b = np.array([0.0, 1.0, -5.0, -4.0, 2.0])
+    for_ = stability([a, b], k=2)
+    against = stability([a, b], k=2, direction="against")
+    assert for_.loc[0, "topk_jaccard"] == pytest.approx(1 / 3)
+    assert against.loc[0, "topk_jaccard"] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="direction"):
+        stability([a, b], k=2, direction="up")

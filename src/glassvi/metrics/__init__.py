@@ -13,7 +13,7 @@ from ._programs import (
     program_activity_auroc,
     program_recovery,
 )
-from ._stability import rank_correlation, stability, topk_jaccard
+from ._stability import rank_correlation, stability, topk_jaccard, topk_rank_correlation
 
 __all__ = [
     "activity_correlation",
@@ -29,4 +29,5 @@ __all__ = [
     "rank_correlation",
     "stability",
     "topk_jaccard",
+    "topk_rank_correlation",
 ]

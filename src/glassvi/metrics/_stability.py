@@ -145,16 +145,68 @@ def rank_correlation(a: Any, b: Any, absolute: bool = False) -> float | np.ndarr
     return float(rho[0]) if vector else rho
 
 
+def _topk_union_spearman(a: np.ndarray, b: np.ndarray, k: int) -> np.ndarray:
+    out = np.full(a.shape[1], np.nan)
+    top_a = np.argsort(-a, axis=0, kind="stable")[:k]
+    top_b = np.argsort(-b, axis=0, kind="stable")[:k]
+    for t in range(a.shape[1]):
+        rows = np.union1d(top_a[:, t], top_b[:, t])
+        if rows.size >= 2:
+            out[t] = pearson_columns(rankdata(a[rows, t])[:, None], rankdata(b[rows, t])[:, None])[
+                0
+            ]
+    return out
+
+
+def topk_rank_correlation(a: Any, b: Any, k: int, absolute: bool = False) -> float | np.ndarray:
+    """Spearman correlation of two rankings over the features in either top ``k``.
+
+    Unlike :func:`rank_correlation` over all features, which the many unimportant features
+    dominate, this asks whether the features that lead either ranking are ordered alike.
+
+    Parameters
+    ----------
+    a, b
+        Numeric scores (higher = more important), vectors over features or matrices features
+        x targets (compared column by column). Labelled inputs are aligned by label.
+    k
+        Number of top features of each ranking; the correlation runs over the union of the
+        two top-``k`` sets (between ``k`` and ``2k`` features).
+    absolute
+        Rank by absolute values.
+
+    Returns
+    -------
+    float or numpy.ndarray
+        Spearman correlation in [-1, 1]: a float for vectors, one value per column for
+        matrices.
+
+    Examples
+    --------
+    >>> from glassvi.metrics import topk_rank_correlation
+    >>> topk_rank_correlation([5.0, 4.0, 3.0, 0.0, 0.1], [5.0, 4.0, 3.0, 0.1, 0.0], k=3)
+    1.0
+    >>> topk_rank_correlation([3.0, 2.0, 1.0, 0.0], [1.0, 2.0, 3.0, 0.0], k=2)
+    -1.0
+    """
+    a_arr, b_arr, vector = _paired_scores(a, b, absolute)
+    k = check_k(k, a_arr.shape[0])
+    rho = _topk_union_spearman(a_arr, b_arr, k)
+    return float(rho[0]) if vector else rho
+
+
 def stability(
     scores: Sequence[Any] | Mapping[str, Any],
     k: int = 50,
     absolute: bool = False,
     per_pair: bool = False,
+    direction: str = "for",
 ) -> pd.DataFrame:
-    """Agreement of feature scores across repeated runs (seeds, subsamples).
+    """Agreement of feature scores across repeated runs (training seeds, subsamples).
 
-    Every pair of runs is compared with :func:`topk_jaccard` and :func:`rank_correlation`, per
-    target (column).
+    Every pair of runs is compared with :func:`topk_jaccard`, :func:`rank_correlation` and
+    :func:`topk_rank_correlation`, per target (column). Use it for the top-k agreement of
+    attributions across training seeds: one matrix features x classes per seed.
 
     Parameters
     ----------
@@ -168,14 +220,19 @@ def stability(
         Compare absolute values.
     per_pair
         Return one row per pair of runs and target instead of the mean over pairs.
+    direction
+        ``"for"`` (default): higher scores rank first (signed evidence for a class).
+        ``"against"``: lower scores rank first (the evidence against it).
 
     Returns
     -------
     pandas.DataFrame
         By default, indexed by target (column labels of the first DataFrame, else ``0..m-1``)
         with columns ``"topk_jaccard"`` and ``"rank_correlation"``: means over all pairs of
-        runs. ``.mean()`` of it gives overall values. With ``per_pair=True``, columns
-        ``"run_a"``, ``"run_b"``, ``"target"``, ``"topk_jaccard"``, ``"rank_correlation"``.
+        with columns ``"topk_jaccard"``, ``"rank_correlation"`` (all features) and
+        ``"topk_rank_correlation"`` (features in either top ``k``): means over all pairs of
+        runs. ``.mean()`` of it gives overall values. With ``per_pair=True``, one row per
+        pair and target with ``"run_a"``, ``"run_b"``, ``"target"`` and the three measures.
 
     Examples
     --------
@@ -186,7 +243,7 @@ def stability(
     >>> runs = [base + 0.01 * rng.normal(size=base.shape) for _ in range(3)]
     >>> table = stability(runs, k=20)
     >>> table.shape, bool((table["rank_correlation"] > 0.99).all())
-    ((3, 2), True)
+    ((3, 3), True)
     """
     if isinstance(scores, Mapping):
         names = list(scores.keys())
@@ -209,20 +266,24 @@ def stability(
         check_same_shape(arrays[0], arr, f"scores[{names[0]!r}]", f"scores[{name!r}]")
     n_features, n_targets = arrays[0].shape
     k = check_k(k, n_features)
+    if direction not in ("for", "against"):
+        raise ValueError(f"direction must be 'for' or 'against', got {direction!r}")
     if absolute:
         arrays = [np.abs(a) for a in arrays]
+    elif direction == "against":
+        arrays = [-a for a in arrays]
     targets = column_names(ref, n_targets)
     rows = []
     for i, j in combinations(range(len(arrays)), 2):
         jac = _topk_sets_jaccard(arrays[i], arrays[j], k)
         rho = rank_correlation(arrays[i], arrays[j])
+        top_rho = _topk_union_spearman(arrays[i], arrays[j], k)
         for t, target in enumerate(targets):
-            rows.append((names[i], names[j], target, jac[t], rho[t]))
-    table = pd.DataFrame(
-        rows, columns=["run_a", "run_b", "target", "topk_jaccard", "rank_correlation"]
-    )
+            rows.append((names[i], names[j], target, jac[t], rho[t], top_rho[t]))
+    measures = ["topk_jaccard", "rank_correlation", "topk_rank_correlation"]
+    table = pd.DataFrame(rows, columns=["run_a", "run_b", "target", *measures])
     if per_pair:
         return table
-    summary = table.groupby("target", sort=False)[["topk_jaccard", "rank_correlation"]].mean()
+    summary = table.groupby("target", sort=False)[measures].mean()
     summary.index.name = None
     return summary.reindex(targets)

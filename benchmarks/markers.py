@@ -1,0 +1,297 @@
+"""Marker recovery and seed agreement of label attributions: glassvi vs Wilcoxon DE vs SCANVI.
+
+On bundled real data with cell-type labels, in one run:
+
+* cells of the types with at least ``--min-cells`` cells; a stratified quarter is held out;
+* for each of 3 training seeds, LinearVI (labels registered) and scvi-tools SCANVI train on the
+  other cells with the same encoder size and epochs;
+* glassvi: ``explain(method="integrated_gradients", target="labels")`` on the held-out cells
+  with its defaults, ranked by signed evidence for each class
+  (``glassvi.tl.rank_features``); also the previous defaults (raw logit, zero baseline) as
+  "glassvi, logit vs zeros";
+* SCANVI: captum integrated gradients of SCANVI's classifier for the predicted class of every
+  held-out cell, as ``SCANVI.predict(ig_interpretability=True)`` computes them, averaged per
+  predicted class and ranked signed the same way;
+* Wilcoxon DE: ``scanpy.tl.rank_genes_groups`` on log-normalised counts of the training cells
+  (no training seed; its seed agreement is 1 by construction).
+
+For every method and seed: the number of types with at least 2 of their markers among the top
+50 features, the mean number of hits, and the agreement of the top 50 across seeds
+(:func:`glassvi.metrics.stability`: Jaccard, Spearman over the union of the top 50, per type).
+
+The marker lists below are canonical markers written for this benchmark (not tuned on any
+ranking), restricted to genes present in each data set.
+
+Run: ``python benchmarks/markers.py [--quick] [--out results/markers.json]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scanpy as sc
+import scvi
+import torch
+
+import glassvi
+from glassvi.metrics import marker_recovery, stability
+
+RESULTS = Path(__file__).parent / "results" / "markers.json"
+TRAIN_KW = {"enable_progress_bar": False, "accelerator": "cpu"}
+TOP = 50
+
+MARKERS = {
+    "pbmc68k": {
+        "CD14+ Monocyte": ["LYZ", "S100A8", "S100A9", "FCN1", "CST3", "LST1"],
+        "Dendritic": ["FCER1A", "CLEC10A", "HLA-DQA1", "HLA-DPB1", "CST3", "IRF8"],
+        "CD19+ B": ["MS4A1", "CD79A", "CD79B", "BANK1", "FCRLA", "CD40"],
+        "CD56+ NK": ["GNLY", "NKG7", "PRF1", "GZMB", "FCER1G", "TYROBP"],
+        "CD8+ Cytotoxic T": ["CD8A", "CD8B", "GZMK", "GZMH", "CCL5", "CD3D"],
+        "CD8+/CD45RA+ Naive Cytotoxic": ["CD8A", "CD8B", "CCR7", "CD27", "LTB", "CD3E"],
+        "CD4+/CD25 T Reg": ["CD4", "TIGIT", "TNFRSF4", "IL7R", "CD3D", "LTB"],
+        "CD4+/CD45RO+ Memory": ["CD4", "IL7R", "S100A4", "ANXA1", "CD3E", "LTB"],
+    },
+    "immune1k": {
+        "CD8_T": ["CD8A", "CD8B", "GZMK", "CCL5", "CD3D", "NKG7"],
+        "CD4_T": ["CD4", "IL7R", "CD40LG", "CCR7", "TCF7", "LEF1"],
+        "Treg": ["FOXP3", "IL2RA", "CTLA4", "TIGIT", "IKZF2", "BATF"],
+        "NK": ["GNLY", "NKG7", "KLRD1", "KLRF1", "NCAM1", "FCGR3A"],
+        "B_memory": ["MS4A1", "CD79A", "CD79B", "CD27", "BANK1", "FCRL5"],
+        "B_naive": ["MS4A1", "TCL1A", "IGHD", "FCER2", "CD79A", "BANK1"],
+        "plasma": ["MZB1", "JCHAIN", "XBP1", "SDC1", "TNFRSF17", "IGKC"],
+        "MDC": ["CD14", "LYZ", "S100A8", "FCN1", "VCAN", "CSF1R"],
+        "DC": ["CD1C", "FCER1A", "CLEC10A", "CLEC9A", "LAMP3", "IDO1"],
+    },
+}
+
+
+def load(name: str, n_genes: int, min_cells: int, seed: int = 123):
+    """Counts of the types with enough cells, a held-out mask and the marker lists."""
+    if name == "pbmc68k":
+        adata, key = glassvi.data.pbmc68k(), "bulk_labels"
+    else:
+        adata, key = glassvi.data.immune1k(), "cell_type_annotations"
+    if n_genes and adata.n_vars > n_genes:
+        logged = adata.copy()
+        sc.pp.normalize_total(logged, target_sum=1e4)
+        sc.pp.log1p(logged)
+        sc.pp.highly_variable_genes(logged, n_top_genes=n_genes, flavor="seurat")
+        adata = adata[:, logged.var["highly_variable"].to_numpy()].copy()
+    counts = adata.obs[key].value_counts()
+    adata = adata[adata.obs[key].isin(counts.index[counts >= min_cells])].copy()
+    adata.obs["labels"] = adata.obs[key].astype(str).astype("category")
+    adata.X = adata.layers["counts"].copy()
+    rng = np.random.default_rng(seed)
+    held = np.zeros(adata.n_obs, dtype=bool)
+    for label in adata.obs["labels"].cat.categories:
+        idx = np.flatnonzero(adata.obs["labels"].to_numpy() == label)
+        rng.shuffle(idx)
+        held[idx[: max(3, idx.size // 4)]] = True
+    genes = set(adata.var_names)
+    markers = {
+        t: [g for g in m if g in genes]
+        for t, m in MARKERS[name].items()
+        if t in set(adata.obs["labels"])
+    }
+    return adata, held, {t: m for t, m in markers.items() if m}
+
+
+def hits(scores: pd.DataFrame, markers: dict) -> dict:
+    """Markers among the top ``TOP`` features of each type, ranked by signed score."""
+    table = marker_recovery(scores[list(markers)].fillna(-np.inf), markers, k=TOP)
+    return dict(zip(table["group"], table["n_hits"].astype(int)))
+
+
+def glassvi_scores(train, test, seed, epochs, **explain_kw) -> tuple[dict, dict, float]:
+    """Per-class signed attributions (features x classes) of LinearVI, per setting."""
+    scvi.settings.seed = seed
+    glassvi.model.LinearVI.setup_anndata(train, labels_key="labels")
+    model = glassvi.model.LinearVI(train, n_latent=10, n_hidden=128, n_layers=1)
+    model.train(max_epochs=epochs, **TRAIN_KW)
+    out, seconds = {}, {}
+    for name, kw in explain_kw.items():
+        start = time.perf_counter()
+        res = model.explain(
+            test,
+            method="integrated_gradients",
+            target="labels",
+            inplace=False,
+            progress_bar=False,
+            seed=seed,
+            **kw,
+        )
+        seconds[name] = time.perf_counter() - start
+        key = "linearvi_integrated_gradients_labels"
+        holder = test.copy()
+        holder.varm[key] = res["varm"]["rna"][key]
+        ranked = glassvi.tl.rank_features(holder, key, inplace=False)
+        out[name] = ranked.pivot(index="names", columns="group", values="scores").reindex(
+            test.var_names
+        )
+    accuracy = float((model.predict(test).astype(str) == test.obs["labels"].astype(str)).mean())
+    return out, seconds, accuracy
+
+
+def scanvi_scores(train, test, seed, epochs, n_steps) -> tuple[pd.DataFrame, float, float]:
+    """SCANVI's integrated gradients for the predicted class, mean per predicted class."""
+    from captum.attr import IntegratedGradients
+    from scvi import REGISTRY_KEYS
+
+    scvi.settings.seed = seed
+    ref = train.copy()
+    scvi.model.SCANVI.setup_anndata(ref, labels_key="labels", unlabeled_category="Unknown")
+    model = scvi.model.SCANVI(ref, n_latent=10, n_hidden=128, n_layers=1)
+    model.train(max_epochs=epochs, **TRAIN_KW)
+    query = test.copy()
+    query.obs["labels"] = query.obs["labels"].astype(str)
+    model.module.eval()
+    ig = IntegratedGradients(model.module.classify)
+    loader = model._make_data_loader(adata=model._validate_anndata(query), batch_size=128)
+    attrs, preds = [], []
+    start = time.perf_counter()
+    for tensors in loader:
+        x = tensors[REGISTRY_KEYS.X_KEY]
+        batch = tensors[REGISTRY_KEYS.BATCH_KEY]
+        with torch.no_grad():
+            pred = model.module.classify(x, batch_index=batch).argmax(dim=1)
+        a = ig.attribute(x, target=pred, additional_forward_args=(batch,), n_steps=n_steps)
+        attrs.append(a.detach().numpy())
+        preds.append(pred.numpy())
+    seconds = time.perf_counter() - start
+    attrs, preds = np.concatenate(attrs), np.concatenate(preds)
+    names = list(model._code_to_label.values()) if hasattr(model, "_code_to_label") else None
+    names = names or list(model.adata_manager.get_state_registry("labels").categorical_mapping)
+    table = pd.DataFrame(
+        {
+            str(c): attrs[preds == j].mean(axis=0) if (preds == j).any() else np.nan
+            for j, c in enumerate(names)
+        },
+        index=test.var_names,
+    )
+    accuracy = float((np.asarray(names)[preds] == test.obs["labels"].astype(str)).mean())
+    return table, seconds, accuracy
+
+
+def wilcoxon_scores(train) -> pd.DataFrame:
+    logged = train.copy()
+    sc.pp.normalize_total(logged, target_sum=1e4)
+    sc.pp.log1p(logged)
+    sc.tl.rank_genes_groups(logged, "labels", method="wilcoxon")
+    de = sc.get.rank_genes_groups_df(logged, None)
+    return de.pivot(index="names", columns="group", values="scores").reindex(train.var_names)
+
+
+def summarise(tables: list[pd.DataFrame], markers: dict) -> dict:
+    per_seed = [hits(t, markers) for t in tables]
+    rows = [
+        {
+            "types_with_2": int(sum(v >= 2 for v in h.values())),
+            "n_types": len(h),
+            "mean_hits": float(np.mean(list(h.values()))),
+            "hits": h,
+        }
+        for h in per_seed
+    ]
+    out = {"per_seed": rows}
+    if len(tables) > 1:
+        agree = stability([t[list(markers)].fillna(-np.inf) for t in tables], k=TOP)
+        out["seed_topk_jaccard"] = float(agree["topk_jaccard"].mean())
+        out["seed_topk_rank_correlation"] = float(agree["topk_rank_correlation"].mean())
+        out["seed_rank_correlation"] = float(agree["rank_correlation"].mean())
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--data", nargs="+", default=["pbmc68k", "immune1k"])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--epochs", type=int, default=200)
+    parser.add_argument("--n-steps", type=int, default=50)
+    parser.add_argument("--n-genes", type=int, default=2000)
+    parser.add_argument("--min-cells", type=int, default=15)
+    parser.add_argument("--quick", action="store_true", help="pbmc68k, 2 seeds, 60 epochs")
+    parser.add_argument("--out", default=str(RESULTS))
+    args = parser.parse_args()
+    if args.quick:
+        args.data, args.seeds, args.epochs = ["pbmc68k"], args.seeds[:2], 60
+    warnings.filterwarnings("ignore")
+    torch.set_num_threads(1)
+    settings = {
+        "glassvi": {"n_steps": args.n_steps},
+        "glassvi, logit vs zeros": {
+            "n_steps": args.n_steps,
+            "label_contrast": "none",
+            "baseline": "zeros",
+        },
+    }
+    results = {}
+    for name in args.data:
+        adata, held, markers = load(name, args.n_genes, args.min_cells)
+        train, test = adata[~held].copy(), adata[held].copy()
+        print(f"{name}: {train.n_obs} training, {test.n_obs} held-out cells, {adata.n_vars} genes")
+        tables: dict[str, list] = {k: [] for k in (*settings, "SCANVI IG", "Wilcoxon DE")}
+        seconds: dict[str, list] = {k: [] for k in (*settings, "SCANVI IG")}
+        accuracy: dict[str, list] = {"glassvi": [], "SCANVI IG": []}
+        for seed in args.seeds:
+            ours, t_ours, acc = glassvi_scores(train.copy(), test, seed, args.epochs, **settings)
+            for k in settings:
+                tables[k].append(ours[k])
+                seconds[k].append(t_ours[k])
+            accuracy["glassvi"].append(acc)
+            theirs, t_theirs, acc = scanvi_scores(train, test, seed, args.epochs, args.n_steps)
+            tables["SCANVI IG"].append(theirs)
+            seconds["SCANVI IG"].append(t_theirs)
+            accuracy["SCANVI IG"].append(acc)
+            print(f"  seed {seed} done", flush=True)
+        tables["Wilcoxon DE"].append(wilcoxon_scores(train))
+        summary = {k: summarise(v, markers) for k, v in tables.items()}
+        for k, v in summary.items():
+            if k in seconds:
+                v["explain_seconds"] = seconds[k]
+            if k in accuracy:
+                v["held_out_accuracy"] = accuracy[k]
+        results[name] = {
+            "cells_train": int(train.n_obs),
+            "cells_held_out": int(test.n_obs),
+            "genes": int(adata.n_vars),
+            "markers": markers,
+            "methods": summary,
+        }
+        for k, v in summary.items():
+            figures = ", ".join(
+                f"{r['types_with_2']}/{r['n_types']} {r['mean_hits']:.2f}" for r in v["per_seed"]
+            )
+            agree = v.get("seed_topk_jaccard")
+            print(
+                f"  {k:24s} {figures}"
+                + (f"  seed Jaccard@{TOP} {agree:.2f}" if agree is not None else "")
+            )
+    out = {
+        "machine": f"{platform.processor() or platform.machine()}, 1 torch thread, cpu",
+        "versions": {
+            "glassvi": glassvi.__version__,
+            "scvi-tools": scvi.__version__,
+            "torch": torch.__version__,
+        },
+        "quick": bool(args.quick),
+        "top": TOP,
+        "seeds": list(args.seeds),
+        "epochs": int(args.epochs),
+        "n_steps": int(args.n_steps),
+        "data": results,
+    }
+    path = Path(args.out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=2))
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
