@@ -12,6 +12,8 @@ Results of a model are written under a *prefix* (``key_added``, by default the m
 - ``by_group(key, groupby)``: ``"{key}_by_{groupby}"``, its per-group means;
 - ``differential(prefix)``: ``"{prefix}_differential"``, differential programs (``.uns``);
 - ``EVIDENCE``: the field of ``.uns[prefix]`` holding ProgramVI's evidence for every program.
+- ``rank_features(direction, absolute)``: ``"rank_features"`` (``"rank_features_against"``,
+  ``"rank_features_abs"``), feature rankings in scanpy's layout (``.uns``).
 
 Use it as ``from .. import _keys`` and ``_keys.attribution(prefix, method, target)``; a new kind
 of key gets a function here.
@@ -82,6 +84,17 @@ def by_group(key: str, groupby: str) -> str:
 def differential(prefix: str) -> str:
     """``.uns`` key of a differential-programs result: ``"{prefix}_differential"``."""
     return f"{prefix}_differential"
+
+
+def rank_features(direction: str = "for", absolute: bool = False) -> str:
+    """Default ``.uns`` key of a feature ranking (``glassvi.tl.rank_features``).
+
+    ``"rank_features"`` (signed evidence for each group), ``"rank_features_against"`` or
+    ``"rank_features_abs"`` (ranked by absolute value).
+    """
+    if absolute:
+        return "rank_features_abs"
+    return "rank_features" if direction == "for" else "rank_features_against"
 
 
 def group_columns(groups: Sequence[str], targets: Sequence[str]) -> list[str]:

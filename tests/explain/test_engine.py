@@ -78,10 +78,11 @@ def test_linear_encoder_latent_attributions_are_x_times_w(linear_case, method):
         assert np.nanmax(np.abs(res.delta)) < 1e-4
 
 
-def test_linear_encoder_label_attributions(linear_case):
+@pytest.mark.parametrize("contrast", ["none", "mean"])
+def test_linear_encoder_label_attributions(linear_case, contrast):
     module, x_rna, x_atac, batch = linear_case
     res = attribute(
-        TargetModel(module, "labels"),
+        TargetModel(module, "labels", label_contrast=contrast),
         _batches(x_rna, x_atac, batch),
         "integrated_gradients",
         n_cells=10,
@@ -94,12 +95,16 @@ def test_linear_encoder_label_attributions(linear_case):
         z = module.latent_from_inputs({"rna": x_rna, "atac": x_atac}, batch)
         pred = module.classifier(z).argmax(1)
         W = module.classifier.weight
+        if contrast == "mean":
+            # logit_c - mean of the other logits is linear: W[c] - mean_{j != c} W[j]
+            W = (4 * W - W.sum(0, keepdim=True)) / 3
         expected = x_rna * (module.A @ W.T).T[pred]
         contrib = z * W[pred]
     np.testing.assert_array_equal(res.predicted, pred.numpy())
+    np.testing.assert_array_equal(res.classes, pred.numpy())
     np.testing.assert_allclose(res.per_cell[0], expected.numpy(), rtol=1e-4, atol=1e-5)
-    # exact decomposition of the predicted logit by latent unit
-    np.testing.assert_allclose(res.cell_scores, contrib.numpy(), rtol=1e-5, atol=1e-6)
+    # exact decomposition of the explained margin by latent unit
+    np.testing.assert_allclose(res.cell_scores, contrib.numpy(), rtol=1e-5, atol=1e-5)
     # class means are over the cells predicted as that class
     for c in range(4):
         sel = (pred == c).numpy()
@@ -108,6 +113,62 @@ def test_linear_encoder_label_attributions(linear_case):
             assert res.counts[0, c] == sel.sum()
         else:
             assert np.isnan(res.mean[0][0][c]).all()
+
+
+def test_label_margins_remove_the_part_shared_by_all_classes():
+    from glassvi.explain import label_margins
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(6, 4, generator=g)
+    shared = torch.randn(6, 1, generator=g)
+    for contrast in ("rest", "mean"):
+        # adding the same amount to every logit (which the softmax ignores) changes nothing
+        np.testing.assert_allclose(
+            label_margins(logits + shared, contrast), label_margins(logits, contrast), atol=1e-5
+        )
+    rest = label_margins(logits, "rest")
+    p = torch.softmax(logits, dim=1)
+    np.testing.assert_allclose(rest, torch.log(p / (1 - p)), rtol=1e-4, atol=1e-5)
+
+
+def test_annotated_classes_and_background_draws(linear_case):
+    module, x_rna, x_atac, batch = linear_case
+    annotated = torch.tensor([0, 1, 2, 3, -1, 0, 1, 2, 3, -1])
+    g = torch.Generator().manual_seed(3)
+    background = (torch.rand(6, 7, generator=g) * 5, (torch.rand(6, 5, generator=g) > 0.5).float())
+
+    def batches():
+        for s in range(0, 10, 4):
+            sl = slice(s, s + 4)
+            yield AttributionBatch(
+                (x_rna[sl], x_atac[sl]),
+                (batch[sl], None, None),
+                np.arange(10)[sl],
+                labels=annotated[sl],
+            )
+
+    res = attribute(
+        TargetModel(module, "labels", label_contrast="rest"),
+        batches(),
+        "integrated_gradients",
+        n_cells=10,
+        n_targets=4,
+        baseline=background,
+        n_steps=60,
+        n_samples=3,
+        return_per_cell=True,
+    )
+    with torch.no_grad():
+        z = module.latent_from_inputs({"rna": x_rna, "atac": x_atac}, batch)
+        pred = module.classifier(z).argmax(1)
+    expected = torch.where(annotated >= 0, annotated, pred)
+    np.testing.assert_array_equal(res.classes, expected.numpy())
+    np.testing.assert_array_equal(res.counts[0], np.bincount(expected.numpy(), minlength=4))
+    # the attributions averaged over 3 background cells per cell sum to the margin minus the
+    # mean margin of those background cells (completeness holds for the average)
+    assert np.nanmax(np.abs(res.delta)) < 1e-3
+    total = res.per_cell[0].sum(1) + res.per_cell[1].sum(1)
+    np.testing.assert_allclose(total, res.output_gap[:, 0], rtol=1e-4, atol=1e-4)
 
 
 def test_saliency_is_the_signed_gradient(linear_case):

@@ -81,16 +81,27 @@ def test_semi_supervised_unlabelled_cells():
 
 def test_labels_attributions_recover_planted_programs(trained):
     adata, model = trained
-    model.explain(method=IG, target="labels", n_steps=20, **EXPLAIN_KW)
+    # from no counts, the evidence for a type is what its cells express: its own programs
+    # (the default background baseline also ranks the absence of the other types' programs
+    # as evidence for a type, see test_markers_real.py for real markers)
+    model.explain(
+        method=IG,
+        target="labels",
+        n_steps=20,
+        baseline="zeros",
+        label_contrast="none",
+        label_target="predicted",
+        **EXPLAIN_KW,
+    )
     key = "linearvi_integrated_gradients_labels"
     prec = _precision_at_k(adata, key)
     print("precision@20 (integrated gradients, labels):", prec)
     # chance is about 0.1; every label's top genes are mostly its own program's genes
     assert np.mean(list(prec.values())) >= 0.75
     assert min(prec.values()) >= 0.5
-    table = glassvi.tl.rank_features(adata, key, "type_0", n=5)
+    table = glassvi.tl.rank_features(adata, key, "type_0", n_top=5, inplace=False)
     assert table["rank"].tolist() == [1, 2, 3, 4, 5]
-    assert table["feature"].iloc[0] == adata.varm[key]["type_0"].idxmax()
+    assert table["names"].iloc[0] == adata.varm[key]["type_0"].idxmax()
     # exact decomposition of the predicted logit into per-factor contributions
     contrib = adata.obsm[key]
     assert type(contrib) is np.ndarray
@@ -100,6 +111,7 @@ def test_labels_attributions_recover_planted_programs(trained):
     np.testing.assert_allclose(contrib.sum(axis=1), logits[np.arange(len(pred)), pred], rtol=1e-4)
     meta = adata.uns[key]
     assert meta["method"] == IG and meta["target"] == "labels" and meta["baseline"] == "zeros"
+    assert meta["label_contrast"] == "none" and meta["labels_key"] == "cell_type"
     assert meta["n_steps"] == 20 and meta["columns"] == ["type_0", "type_1", "type_2", "type_3"]
     assert sum(meta["n_cells_per_target"]) == adata.n_obs
     # a broken attribution (random scores) fails the same threshold
@@ -109,6 +121,38 @@ def test_labels_attributions_recover_planted_programs(trained):
         columns=adata.varm[key].columns,
     )
     assert np.mean(list(_precision_at_k(adata, "random_scores").values())) < 0.75
+
+
+def test_label_defaults_contrast_annotated_classes_against_a_background(trained):
+    adata, model = trained
+    out = model.explain(method=IG, target="labels", n_steps=20, inplace=False, **EXPLAIN_KW)
+    key = "linearvi_integrated_gradients_labels"
+    meta = out["uns"][key]
+    assert meta["baseline"] == "background" and meta["baselines_per_cell"] == 5
+    assert meta["label_contrast"] == "rest" and meta["label_target"] == "annotated"
+    assert meta["n_background"] == 100
+    # every cell is explained for its annotated type
+    counts = adata.obs["cell_type"].value_counts()
+    assert meta["n_cells_per_target"] == [int(counts[c]) for c in meta["columns"]]
+    # the averaged paths keep completeness: sum of attributions = margin(x) - mean margin(b)
+    assert meta["convergence"]["relative_delta"] < 0.05
+    # the evidence for a type still comes mostly from its own programs
+    adata.varm["default_labels"] = out["varm"]["rna"][key]
+    assert np.mean(list(_precision_at_k(adata, "default_labels").values())) >= 0.6
+    # label_contrast="mean": the per-cell entry decomposes the margin exactly
+    out = model.explain(
+        method=IG, target="labels", n_steps=4, label_contrast="mean", inplace=False, **EXPLAIN_KW
+    )
+    W = model.module.classifier.weight.detach().numpy()
+    b = model.module.classifier.bias.detach().numpy()
+    logits = model.get_latent_representation() @ W.T + b
+    codes = adata.obs["cell_type"].cat.codes.to_numpy()
+    rows = np.arange(adata.n_obs)
+    margin = logits[rows, codes] - (logits.sum(1) - logits[rows, codes]) / 3
+    bias = b[codes] - (b.sum() - b[codes]) / 3
+    np.testing.assert_allclose(out["obsm"][key].sum(axis=1) + bias, margin, rtol=1e-3, atol=1e-3)
+    with pytest.raises(ValueError, match="label_contrast"):
+        model.explain(method=IG, target="labels", label_contrast="max", **EXPLAIN_KW)
 
 
 def test_integrated_gradients_completeness_on_the_model(trained):
@@ -232,7 +276,7 @@ def test_mudata_keys_per_modality():
         assert f"{key}_abs" in mdata[mod].varm and f"{key}_by_batch" in mdata[mod].varm
     assert mdata.obsm[key].shape == (200, 4)
     assert mdata.uns[key]["modalities"] == {"rna": "rna", "atac": "atac"}
-    table = glassvi.tl.rank_features(mdata, key, "type_0", n=10)
+    table = glassvi.tl.rank_features(mdata, key, "type_0", n_top=10, inplace=False)
     assert set(table["modality"]) <= {"rna", "atac"} and table["rank"].iloc[-1] == 10
     # completeness holds across both modalities together (log1p of counts is steep near
     # zero, so the straight path from zero counts needs many steps)

@@ -16,7 +16,7 @@ from ._methods import (
     MethodSpec,
 )
 from ._protocol import ExplainableModel as ExplainableModel  # for type hints; not on the API page
-from ._targets import TARGETS, TargetModel
+from ._targets import LABEL_CONTRASTS, LABEL_TARGETS, TARGETS, TargetModel, label_margins
 from ._write import GROUP_SEP, attribution_results, write_results
 
 __all__ = [
@@ -24,6 +24,8 @@ __all__ = [
     "CAPTUM_METHODS",
     "DEFAULT_BASELINE",
     "GROUP_SEP",
+    "LABEL_CONTRASTS",
+    "LABEL_TARGETS",
     "METHODS",
     "TARGETS",
     "AttributionResult",
@@ -33,5 +35,6 @@ __all__ = [
     "attribute",
     "attribution_results",
     "explain_model",
+    "label_margins",
     "write_results",
 ]

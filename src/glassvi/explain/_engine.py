@@ -19,6 +19,7 @@ from .._optional import require
 from ._methods import METHODS, MethodSpec, method_spec
 from ._rng import with_seeded_global_rngs
 from ._targets import TargetModel
+from ._targets import TargetModel, contrast_weights, label_margins
 
 logger = logging.getLogger(__name__)
 
@@ -40,12 +41,16 @@ class AttributionBatch:
         Row of every cell in the cell-level results (0-based).
     groups
         Group code of every cell (``groupby``), or ``None``.
+    labels
+        Annotated class of every cell in the order of the label head (-1: unlabelled), or
+        ``None``; ``target="labels"`` explains each labelled cell for this class.
     """
 
     inputs: tuple[torch.Tensor, ...]
     covariates: tuple
     positions: np.ndarray
     groups: torch.Tensor | None = None
+    labels: torch.Tensor | None = None
 
 
 @dataclass
@@ -63,7 +68,10 @@ class AttributionResult:
     cell_scores
         ``(n_cells, n_columns)`` cell-level summary (see :func:`attribute`).
     predicted
-        Predicted class of every cell (``target_mode="predicted"``), else ``None``.
+        Predicted class of every cell (``target="labels"``), else ``None``.
+    classes
+        Class each cell was explained for (``target="labels"``): its annotated class where
+        the batch carries one, else the predicted class; else ``None``.
     delta
         Convergence delta per explained cell and target (methods that report one), else None.
     output_gap
@@ -87,6 +95,7 @@ class AttributionResult:
     counts: np.ndarray
     cell_scores: np.ndarray
     predicted: np.ndarray | None = None
+    classes: np.ndarray | None = None
     delta: np.ndarray | None = None
     output_gap: np.ndarray | None = None
     per_cell: list[np.ndarray] | None = field(default=None)
@@ -258,6 +267,20 @@ def _captum_attribute(
     return attributions, delta
 
 
+def baseline_draws(spec: MethodSpec, baseline, n_steps: int, n_samples: int) -> tuple[int, int]:
+    """Baselines per cell and integration steps per baseline of a method.
+
+    Integrated gradients with a background sample pairs every cell with ``n_samples`` random
+    background cells and splits the ``n_steps`` gradient evaluations between them (expected
+    gradients at the cost of one path); every other case is one baseline with ``n_steps``.
+    """
+    several = baseline is not None and baseline[0].shape[0] > 1 and spec.pairs_background
+    if spec.uses_n_steps and several and n_samples > 1:
+        draws = min(n_samples, n_steps)
+        return draws, max(1, n_steps // draws)
+    return 1, n_steps
+
+
 @torch.no_grad()
 def _completeness_delta(
     model: TargetModel,
@@ -347,9 +370,10 @@ def attribute(
 ) -> AttributionResult:
     """Attribute the outputs of ``model`` to its inputs, batch by batch, aggregating as it goes.
 
-    With ``model.target == "labels"`` every cell is explained for its predicted class only
-    (``target_mode`` "predicted"): the means for class ``c`` are over the cells predicted as
-    ``c``. Otherwise every cell is explained for every output.
+    With ``model.target == "labels"`` every cell is explained for one class only: its
+    annotated class when the batch carries labels (``AttributionBatch.labels >= 0``), else its
+    predicted class; the means for class ``c`` are over the cells explained for ``c``.
+    Otherwise every cell is explained for every output.
 
     Parameters
     ----------
@@ -369,9 +393,11 @@ def attribute(
         One tensor per input: a single row (fixed baseline) or several rows (background
         sample). ``None`` for methods without a baseline.
     n_steps
-        Integration steps of integrated gradients.
+        Gradient evaluations per cell of integrated gradients.
     n_samples
-        Random samples per cell of ``"gradient_shap"`` and ``"shap"``.
+        Random samples per cell of ``"gradient_shap"`` and ``"shap"``; for integrated
+        gradients with a background sample, the number of background cells each cell is paired
+        with, the ``n_steps`` evaluations split between their paths (averaged).
     cell_masks
         Per input, a boolean ``(n_features, n_targets)`` mask of the features annotated to each
         target, or ``None`` (all features). The cell-level score of target ``t`` is the sum of
@@ -386,8 +412,10 @@ def attribute(
     Returns
     -------
     :class:`AttributionResult`; for ``target="labels"`` the cell-level scores are the
-    contributions ``z_k * W[c, k]`` of each latent unit ``k`` to the logit of the predicted
-    class ``c`` (exact for the linear head).
+    contributions ``z_k * (W[c, k] - sum_j q_j W[j, k])`` of each latent unit ``k`` to the
+    margin of the explained class ``c`` (``q`` from
+    :func:`~glassvi.explain._targets.contrast_weights`; exact for the linear head with
+    ``label_contrast`` ``"none"`` or ``"mean"``, the local linear part for ``"rest"``).
 
     Examples
     --------
@@ -406,6 +434,8 @@ def attribute(
     n_score_cols = model.module.classifier.in_features if predicted_mode else n_targets
     cell_scores = np.full((n_cells, n_score_cols), np.nan, dtype=np.float32)
     predicted = np.full(n_cells, -1, dtype=np.int64) if predicted_mode else None
+    classes = np.full(n_cells, -1, dtype=np.int64) if predicted_mode else None
+    n_draws, steps_per_draw = baseline_draws(spec, baseline, n_steps, n_samples)
     with_delta = spec.reports_delta
     delta = np.full((n_cells, 1 if predicted_mode else n_targets), np.nan) if with_delta else None
     gap = np.full_like(delta, np.nan) if with_delta else None
@@ -433,14 +463,22 @@ def attribute(
         with torch.no_grad():
             if predicted_mode:
                 z = model.latent(inputs, *batch.covariates)
-                outputs = model.module.classifier(z)
-                pred = outputs.argmax(dim=1)
+                head = model.module.classifier
+                logits = head(z)
+                pred = logits.argmax(dim=1)
+                explained = pred
+                if batch.labels is not None:
+                    explained = torch.where(batch.labels >= 0, batch.labels, pred)
                 predicted[pos] = pred.cpu().numpy()
-                cell_scores[pos] = (z * model.module.classifier.weight[pred]).cpu().numpy()
+                classes[pos] = explained.cpu().numpy()
+                q = contrast_weights(logits, explained, model.label_contrast)
+                weight = head.weight[explained] - q @ head.weight
+                cell_scores[pos] = (z * weight).cpu().numpy()
+                outputs = label_margins(logits, model.label_contrast)
             else:
                 outputs = model(*inputs, *batch.covariates)
         if predicted_mode:
-            target_list = [pred]
+            target_list = [explained]
         else:
             target_list = [torch.full((n,), t, device=device) for t in range(n_targets)]
 
@@ -457,21 +495,33 @@ def attribute(
         else:
             results = []
             for target in target_list:
-                bl = expand_baseline(baseline, n, method, generator)
-                attrs, d = _captum_attribute(
-                    explainer,
-                    method,
-                    inputs,
-                    bl,
-                    target,
-                    tuple(batch.covariates),
-                    n_steps,
-                    n_samples,
-                )
-                if spec.summed and spec.reports_delta:
-                    # summed targets give no per-cell delta; compute completeness directly
-                    d = _completeness_delta(model, attrs, outputs, bl, target, batch.covariates)
-                results.append((tuple(a.detach() for a in attrs), d))
+                total, total_delta = None, None
+                for _ in range(n_draws):
+                    bl = expand_baseline(baseline, n, method, generator)
+                    attrs, d = _captum_attribute(
+                        explainer,
+                        method,
+                        inputs,
+                        bl,
+                        target,
+                        tuple(batch.covariates),
+                        steps_per_draw,
+                        n_samples,
+                    )
+                    if spec.summed and spec.reports_delta:
+                        # summed targets give no per-cell delta; compute completeness directly
+                        d = _completeness_delta(
+                            model, attrs, outputs, bl, target, batch.covariates
+                        )
+                    attrs = tuple(a.detach() for a in attrs)
+                    total = attrs if total is None else tuple(t + a for t, a in zip(total, attrs))
+                    if d is not None:
+                        total_delta = d if total_delta is None else total_delta + d
+                if n_draws > 1:
+                    # the average over baselines: its completeness delta is the average delta
+                    total = tuple(t / n_draws for t in total)
+                    total_delta = None if total_delta is None else total_delta / n_draws
+                results.append((total, total_delta))
 
         for j, (attrs, d) in enumerate(results):
             target_index = target_list[j]
@@ -510,6 +560,7 @@ def attribute(
         counts=counts,
         cell_scores=cell_scores,
         predicted=predicted,
+        classes=classes,
         delta=delta,
         output_gap=gap,
         per_cell=stacked,

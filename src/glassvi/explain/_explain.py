@@ -14,10 +14,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from scvi import REGISTRY_KEYS
 
 from .. import _keys
 from .._validation import check_batch_size
 from ._engine import attribute
+from ._engine import attribute, baseline_draws
 from ._inputs import (
     attribution_batches,
     baseline_rows,
@@ -28,7 +30,7 @@ from ._inputs import (
 )
 from ._methods import INTRINSIC, method_spec
 from ._protocol import ExplainableModel
-from ._targets import TargetModel, check_target
+from ._targets import TargetModel, check_label_options, check_target
 from ._write import attribution_results, write_results
 
 logger = logging.getLogger(__name__)
@@ -57,6 +59,8 @@ def explain_model(
     return_per_cell: bool = False,
     seed: int = 0,
     progress_bar: bool = True,
+    label_contrast: str = "rest",
+    label_target: str = "annotated",
 ) -> dict | None:
     """Explain a model and write the explanation into the AnnData/MuData.
 
@@ -98,6 +102,12 @@ def explain_model(
         Seed of the background sample and of random draws.
     progress_bar
         Show a progress bar over minibatches.
+    label_contrast
+        ``target="labels"``: ``"rest"``, ``"mean"`` or ``"none"`` (see
+        :func:`~glassvi.explain.label_margins`).
+    label_target
+        ``target="labels"``: explain each cell for its ``"annotated"`` class (predicted for
+        unlabelled cells) or its ``"predicted"`` class.
 
     Returns
     -------
@@ -145,6 +155,8 @@ def explain_model(
         return_per_cell=return_per_cell,
         seed=seed,
         progress_bar=progress_bar,
+        label_contrast=label_contrast,
+        label_target=label_target,
     )
 
 
@@ -233,6 +245,36 @@ def intrinsic_results(model: ExplainableModel, adata, key_added: str, batch_size
     return {"obsm": obsm, "varm": varm, "uns": {key_added: uns}}
 
 
+#: what ``.varm[key]`` column ``c`` holds for ``target="labels"``, per ``label_contrast``
+_LABEL_VARM_DEFINITION = {
+    "rest": "mean attribution, over the cells explained for class c, of the log-odds "
+    "logit_c - logsumexp(other logits): evidence for c against the other classes",
+    "mean": "mean attribution, over the cells explained for class c, of logit_c - mean of "
+    "the other logits",
+    "none": "mean attribution, over the cells explained for class c, of the logit of c",
+}
+#: what ``.obsm[key]`` holds for ``target="labels"``, per ``label_contrast``
+_LABEL_CELL_DEFINITION = {
+    "rest": "contribution z_k * (W[c, k] - sum_j q_j W[j, k]) of each latent unit to the "
+    "log-odds of the explained class c, q the softmax over the other classes (the local "
+    "linear part; the log-odds is their sum + b_c - sum_j q_j b_j - entropy(q))",
+    "mean": "contribution z_k * (W[c, k] - mean_j W[j, k]) of each latent unit to "
+    "logit_c - mean of the other logits, j over the other classes (exact: the margin is "
+    "their sum plus the same contrast of the biases)",
+    "none": "contribution z_k * W[c, k] of each latent unit to the logit of the explained "
+    "class c (exact: the logit is their sum plus the bias)",
+}
+
+
+def _labels_key(model: ExplainableModel) -> str:
+    """The ``.obs`` column of the cell labels the model was set up with, or ``""``."""
+    try:
+        state = model.adata_manager.get_state_registry(REGISTRY_KEYS.LABELS_KEY)
+    except (KeyError, AttributeError):
+        return ""
+    return str(state.get("original_key") or "")
+
+
 def _target_columns(model: ExplainableModel, target) -> tuple[str, list[str]]:
     name = check_target(target)
     if callable(target):
@@ -279,9 +321,12 @@ def _attribution_explain(
     return_per_cell: bool,
     seed: int,
     progress_bar: bool,
+    label_contrast: str = "rest",
+    label_target: str = "annotated",
 ) -> dict | None:
     # every check runs before any attribution is computed
     spec = method_spec(method)
+    check_label_options(label_contrast, label_target)
     n_samples = spec.n_samples if n_samples is None else n_samples
     n_background = spec.n_background if n_background is None else n_background
     target_name, columns = _target_columns(model, target)
@@ -298,9 +343,13 @@ def _attribution_explain(
     check_same_features(model, adata)
     group_codes, group_names = cell_groups(adata, groupby)
     explained = cell_indices(adata, indices)
-    rows, baseline_name = baseline_rows(model, adata, method, baseline, n_background, seed)
+    labels = target_name == "labels"
+    default = spec.label_baseline if labels else None
+    rows, baseline_name = baseline_rows(
+        model, adata, method, baseline, n_background, seed, default=default
+    )
     module = model.module
-    target_model = TargetModel(module, target)
+    target_model = TargetModel(module, target, label_contrast=label_contrast)
     masks = cell_masks(model, target_name)
     was_training = module.training
     # gradients flow to the inputs only; frozen weights keep autograd from tracking them
@@ -327,6 +376,7 @@ def _attribution_explain(
             batch_size,
             progress_bar,
             f"{method} ({target_name})",
+            with_labels=labels and label_target == "annotated" and spec.backend != "shap",
         )
         result = attribute(
             target_model,
@@ -348,11 +398,9 @@ def _attribution_explain(
             p.requires_grad_(True)
 
     key = _keys.attribution(key_added or model._prefix, method, target_name)
-    if target_name == "labels":
+    if labels:
         cell_columns = list(model._latent_names())
-        cell_definition = (
-            "contribution z_k * W[c, k] of each latent unit to the logit of the predicted class c"
-        )
+        cell_definition = _LABEL_CELL_DEFINITION[label_contrast]
     elif target_name == "latent" and masks is not None:
         cell_columns = columns
         cell_definition = "sum of |attribution| over the features annotated to each unit"
@@ -367,10 +415,20 @@ def _attribution_explain(
         "n_background": int(rows[0].shape[0]) if baseline_name == "background" else 0,
         "n_steps": int(n_steps) if spec.uses_n_steps else 0,
         "n_samples": int(n_samples) if spec.n_samples is not None else 0,
+        "baselines_per_cell": baseline_draws(spec, rows, n_steps, n_samples or 0)[0]
+        if rows is not None
+        else 0,
         "input": "counts (binarised accessibility for Bernoulli modalities)",
         "obsm_definition": cell_definition,
         "modalities": {r: (model._modality_names.get(r) or "") for r in model.modalities},
     }
+    if labels:
+        meta.update(
+            label_contrast=label_contrast,
+            label_target=label_target if spec.backend != "shap" else "predicted",
+            labels_key=_labels_key(model),
+            varm_definition=_LABEL_VARM_DEFINITION[label_contrast],
+        )
     results = attribution_results(
         result,
         key=key,
@@ -393,6 +451,7 @@ def _attribution_explain(
         }
         if result.predicted is not None:
             per_cell["predicted"] = np.asarray(columns, dtype=object)[result.predicted]
+            per_cell["explained_class"] = np.asarray(columns, dtype=object)[result.classes]
     conv = results["uns"][key]["convergence"]
     if conv and not math.isnan(conv.get("relative_delta", float("nan"))):
         logger.info(

@@ -101,14 +101,23 @@ def _registry_matrix(model: ExplainableModel, adata, role: str):
 
 
 def baseline_rows(
-    model: ExplainableModel, adata, method: str, baseline, n_background: int, seed: int
+    model: ExplainableModel,
+    adata,
+    method: str,
+    baseline,
+    n_background: int,
+    seed: int,
+    default: str | None = None,
 ) -> tuple[tuple[torch.Tensor, ...] | None, str]:
-    """One baseline tensor per modality (one row, or a background sample) and its name."""
+    """One baseline tensor per modality (one row, or a background sample) and its name.
+
+    ``default`` replaces the method's default baseline when ``baseline`` is ``None``.
+    """
     spec = METHODS[method]
     roles = model.modalities
     module = model.module
     if baseline is None:
-        baseline = spec.default_baseline
+        baseline = default or spec.default_baseline
     elif spec.default_baseline is None:
         logger.warning("method=%r uses no baseline; baseline=%r is ignored.", method, baseline)
         baseline = None
@@ -179,8 +188,13 @@ def attribution_batches(
     batch_size: int,
     progress_bar: bool,
     description: str,
+    with_labels: bool = False,
 ) -> Iterator[AttributionBatch]:
-    """Minibatches of the explained cells: encoder inputs, covariates, positions, groups."""
+    """Minibatches of the explained cells: encoder inputs, covariates, positions, groups.
+
+    With ``with_labels``, every batch carries the annotated class of its cells in the label
+    head's order (-1 for cells of the unlabelled category).
+    """
     module = model.module
     device = model.device
     loader = model._make_data_loader(
@@ -208,7 +222,13 @@ def attribution_batches(
         if group_codes is not None:
             groups = torch.as_tensor(group_codes[explained[positions]], device=device)
         start += n
-        yield AttributionBatch(tuple(inputs), covariates, positions, groups)
+        labels = None
+        codes = tensors.get(REGISTRY_KEYS.LABELS_KEY) if with_labels else None
+        if codes is not None:
+            # the unlabelled category is coded after the classes of the head
+            codes = codes.reshape(-1).long().to(device)
+            labels = torch.where(codes < module.n_labels, codes, torch.full_like(codes, -1))
+        yield AttributionBatch(tuple(inputs), covariates, positions, groups, labels)
 
 
 def cell_masks(model: ExplainableModel, target_kind: str) -> list[torch.Tensor | None] | None:

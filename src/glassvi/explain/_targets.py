@@ -9,6 +9,87 @@ from torch import nn
 
 #: names of the built-in targets
 TARGETS = ("latent", "labels")
+#: what each class's output is contrasted with, for ``target="labels"``
+LABEL_CONTRASTS = ("rest", "mean", "none")
+#: which class each cell is explained for, for ``target="labels"``
+LABEL_TARGETS = ("annotated", "predicted")
+
+
+def check_label_options(contrast: str, label_target: str) -> None:
+    """Validate ``label_contrast`` and ``label_target``.
+
+    Examples
+    --------
+    >>> check_label_options("rest", "annotated")
+    """
+    if contrast not in LABEL_CONTRASTS:
+        raise ValueError(
+            f"Unknown label_contrast {contrast!r}; choose from {', '.join(LABEL_CONTRASTS)}."
+        )
+    if label_target not in LABEL_TARGETS:
+        raise ValueError(
+            f"Unknown label_target {label_target!r}; choose from {', '.join(LABEL_TARGETS)}."
+        )
+
+
+def _others(logits: torch.Tensor) -> torch.Tensor:
+    """``(cells, K, K)`` logits with row ``c`` holding every class but ``c`` (``c`` at -inf)."""
+    k = logits.shape[1]
+    eye = torch.eye(k, dtype=torch.bool, device=logits.device)
+    return logits.unsqueeze(1).expand(-1, k, -1).masked_fill(eye, float("-inf"))
+
+
+def label_margins(logits: torch.Tensor, contrast: str = "rest") -> torch.Tensor:
+    """Per-class outputs of a cell-label head that contrast each class with the others.
+
+    The softmax of a classifier does not change when the same amount is added to every logit,
+    so that shared part of the logits is left free by training and differs between training
+    runs; contrasting a class with the others removes it.
+
+    Parameters
+    ----------
+    logits
+        ``(cells, K)`` logits.
+    contrast
+        ``"rest"``: ``logit_c - logsumexp_{j != c} logit_j``, the log-odds of class ``c``
+        against all others. ``"mean"``: ``logit_c - mean_{j != c} logit_j`` (the logit minus
+        the part shared by all classes, scaled by ``K / (K - 1)``). ``"none"``: the logits.
+
+    Returns
+    -------
+    ``(cells, K)`` tensor.
+
+    Examples
+    --------
+    >>> label_margins(torch.tensor([[2.0, 0.0, 0.0]]), "mean")
+    tensor([[ 2., -1., -1.]])
+    """
+    if contrast == "none":
+        return logits
+    k = logits.shape[1]
+    if contrast == "mean":
+        return logits - (logits.sum(dim=1, keepdim=True) - logits) / (k - 1)
+    return logits - torch.logsumexp(_others(logits), dim=2)
+
+
+def contrast_weights(logits: torch.Tensor, classes: torch.Tensor, contrast: str) -> torch.Tensor:
+    """Weights ``q`` of the other classes: the margin's gradient in the logits is ``e_c - q``.
+
+    For ``"rest"`` ``q`` is the softmax over the classes other than ``c``; for ``"mean"`` it is
+    uniform over them; for ``"none"`` it is zero. With a linear head ``W``, the margin of
+    class ``c`` then changes with the latent as ``W[c] - q @ W``.
+
+    Examples
+    --------
+    >>> contrast_weights(torch.zeros(1, 3), torch.tensor([0]), "rest")
+    tensor([[0.0000, 0.5000, 0.5000]])
+    """
+    if contrast == "none":
+        return torch.zeros_like(logits)
+    own = torch.nn.functional.one_hot(classes, logits.shape[1]).bool()
+    if contrast == "mean":
+        return (~own).to(logits.dtype) / (logits.shape[1] - 1)
+    return torch.softmax(logits.masked_fill(own, float("-inf")), dim=1)
 
 
 def check_target(target: str | Callable) -> str:
@@ -43,9 +124,14 @@ class TargetModel(nn.Module):
     module
         A :class:`~glassvi.module.GlassVAE` (or subclass).
     target
-        ``"latent"`` (posterior mean of every latent unit), ``"labels"`` (logits of the
-        classification head) or a callable mapping the posterior mean ``z`` (cells x latent) to
-        a tensor of shape ``(cells,)`` or ``(cells, n_outputs)``.
+        ``"latent"`` (posterior mean of every latent unit), ``"labels"`` (one output per class
+        of the classification head, see ``label_contrast``) or a callable mapping the
+        posterior mean ``z`` (cells x latent) to a tensor of shape ``(cells,)`` or
+        ``(cells, n_outputs)``.
+    label_contrast
+        Output of class ``c`` for ``target="labels"`` (see :func:`label_margins`):
+        ``"rest"`` (default, log-odds against the other classes), ``"mean"`` or ``"none"``
+        (the raw logit).
 
     Examples
     --------
@@ -54,13 +140,15 @@ class TargetModel(nn.Module):
     torch.Size([3, 10])
     """
 
-    def __init__(self, module: nn.Module, target: str | Callable):
+    def __init__(self, module: nn.Module, target: str | Callable, label_contrast: str = "rest"):
         super().__init__()
         check_target(target)
+        check_label_options(label_contrast, "predicted")
         if target == "labels" and getattr(module, "classifier", None) is None:
             raise ValueError("target='labels' needs a model with a classifier head.")
         self.module = module
         self.target = target
+        self.label_contrast = label_contrast
         self.n_inputs = len(module.modalities)
         self.fixed_covariates: tuple = (None, None, None)
 
@@ -84,7 +172,7 @@ class TargetModel(nn.Module):
         if self.target == "latent":
             return z
         if self.target == "labels":
-            return self.module.classifier(z)
+            return label_margins(self.module.classifier(z), self.label_contrast)
         out = self.target(z)
         if not isinstance(out, torch.Tensor) or out.shape[0] != z.shape[0] or out.ndim > 2:
             raise ValueError(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -225,6 +226,8 @@ class GlassModelBase(
         return_per_cell: bool = False,
         seed: int = 0,
         progress_bar: bool = True,
+        label_contrast: Literal["rest", "mean", "none"] = "rest",
+        label_target: Literal["annotated", "predicted"] = "annotated",
     ) -> dict | None:
         """Explain the model and write the explanation into the AnnData/MuData.
 
@@ -248,8 +251,9 @@ class GlassModelBase(
             sample).
         target
             ``"latent"``: each latent unit (factor or program) of the encoder's posterior mean.
-            ``"labels"``: the logits of the cell-label head; every cell is explained for its
-            predicted class. A callable mapping the posterior mean (cells x latent tensor) to a
+            ``"labels"``: the cell-label head, one output per class contrasted with the other
+            classes (``label_contrast``); every cell is explained for one class
+            (``label_target``). A callable mapping the posterior mean (cells x latent tensor) to a
             tensor ``(cells,)`` or ``(cells, n_outputs)``, e.g. ``lambda z: z[:, 2] - z[:, 5]``.
         key_added
             Prefix of the keys written; defaults to the model's name (``"linearvi"``).
@@ -261,20 +265,25 @@ class GlassModelBase(
             Positions (or a boolean mask) of the cells to explain; all cells by default. The
             cell-level entry is NaN for the other cells.
         baseline
-            Reference input of the methods that need one: ``"zeros"`` (no counts; the default
-            of integrated gradients and DeepLIFT), ``"mean"`` (the mean cell of ``adata``, with
-            the mean accessibility for Bernoulli modalities), ``"background"`` (``n_background``
-            random cells of ``adata``; the default of the SHAP-style methods, which use it as
-            their baseline distribution, while integrated gradients and DeepLIFT pair each
-            cell with one random background cell), or arrays: one per modality as a dict
-            ``{"rna": ..., "atac": ...}`` (one array for one modality), each of one row (a fixed
-            baseline) or several rows (a background). Baselines keep the explained cell's
-            batch and covariates. Ignored by ``"input_x_gradient"`` and ``"saliency"``.
+            Reference input of the methods that need one: ``"zeros"`` (no counts; the default of
+            integrated gradients and DeepLIFT, except integrated gradients with
+            ``target="labels"``, which defaults to ``"background"``), ``"mean"`` (the mean cell of
+            ``adata``, with the mean accessibility for Bernoulli modalities), ``"background"``
+            (``n_background`` random cells of ``adata``; the default of the SHAP-style methods,
+            which use it as their baseline distribution, while integrated gradients pairs each cell
+            with ``n_samples`` random background cells, expected gradients, and DeepLIFT with one),
+            or arrays: one per modality as a dict ``{"rna": ..., "atac": ...}`` (one array for one
+            modality), each of one row (a fixed baseline) or several rows (a background). Baselines
+            keep the explained cell's batch and covariates. Ignored by ``"input_x_gradient"`` and
+            ``"saliency"``.
         n_steps
-            Integration steps of integrated gradients.
+            Gradient evaluations per cell of integrated gradients (split between the
+            background cells a cell is paired with, so the cost does not grow with them).
         n_samples
-            Random samples per cell: ``"gradient_shap"`` (default 20) and ``"shap"`` (default
-            200).
+            Random samples per cell: ``"gradient_shap"`` (default 20), ``"shap"`` (default
+            200), and for ``"integrated_gradients"`` with a background baseline the number of
+            background cells each cell is paired with (default 5; their attributions are
+            averaged, which lowers the variance at the same number of gradient evaluations).
         n_background
             Number of background cells of ``baseline="background"``: 100 by default, 20 for
             ``"deeplift_shap"`` (whose cost grows with every background cell).
@@ -287,6 +296,18 @@ class GlassModelBase(
             Seed of the background sample and of random draws.
         progress_bar
             Show a progress bar over minibatches.
+        label_contrast
+            Output of class ``c`` explained with ``target="labels"``. ``"rest"`` (default):
+            ``logit_c - logsumexp_{j != c} logit_j``, the log-odds of ``c`` against the other
+            classes. ``"mean"``: ``logit_c`` minus the mean of the other logits. ``"none"``: the
+            raw logit. The softmax ignores any amount added to every logit, so training leaves
+            that shared part free and it differs between training seeds; both contrasts remove
+            it, so the per-class attributions are signed evidence for ``c`` against the others.
+        label_target
+            Class each cell is explained for with ``target="labels"``: ``"annotated"``
+            (default): its label in the registered ``labels_key``, or its predicted class when
+            it is of the unlabelled category; ``"predicted"``: its predicted class.
+            ``method="shap"`` always explains the predicted class.
 
         Returns
         -------
@@ -296,7 +317,8 @@ class GlassModelBase(
         plus ``"per_cell"`` when asked for. The per-cell dict holds ``"attributions"``
         (modality -> array cells x features x targets, or cells x features for
         ``target="labels"``), ``"obs_names"``, ``"columns"``, ``"delta"`` (completeness
-        delta per cell and target, or ``None``) and, for ``target="labels"``, ``"predicted"``.
+        delta per cell and target, or ``None``) and, for ``target="labels"``, ``"predicted"``
+        and ``"explained_class"``.
 
         Notes
         -----
@@ -304,23 +326,35 @@ class GlassModelBase(
         (a callable target is named by its ``__name__``, or ``"custom"``):
 
         ``.varm[key]``
-            Features x targets: mean signed attribution over the explained cells (for
-            ``target="labels"``, column ``c`` is the mean over the cells predicted as ``c``).
+            Features x targets: mean signed attribution over the explained cells. For
+            ``target="labels"``, column ``c`` is the mean over the cells explained for ``c``
+            (annotated as ``c``, or predicted as ``c`` when unlabelled or with
+            ``label_target="predicted"``) of the attribution of the class's margin
+            (``label_contrast``): positive values are evidence *for* ``c`` against the other
+            classes, negative values evidence against it. Rank it with
+            :func:`glassvi.tl.rank_features`.
         ``.varm[key + "_abs"]``
             The mean absolute attribution.
         ``.varm[key + f"_by_{groupby}"]`` and ``... + "_abs"``
             With ``groupby``: the same means per group, columns ``"<group>|<target>"``.
         ``.obsm[key]``
             A cells x columns array (names in ``.uns[key]["cell_columns"]``, as scanpy keeps
-            embeddings): cells x latent units for ``target="labels"``: the contribution
-            ``z_k * W[c, k]`` of each unit to the logit of the cell's predicted class ``c``
-            (exact for the linear head; the logit is their sum plus the bias). For
-            ``target="latent"``: per unit, the summed ``|attribution|`` over the features
-            annotated to that unit by the decoder's mask (all features when the model has no
-            mask). For a callable: the summed ``|attribution|`` per output.
+            embeddings). Cells x latent units for ``target="labels"``: the contribution of each unit to the
+            margin of the class ``c`` the cell is explained for, ``z_k * (W[c, k] - sum_j q_j W[j,
+            k])`` over the other classes ``j`` (``W``, ``b``: the linear head). With
+            ``label_contrast="none"`` ``q = 0`` (the logit is their sum plus ``b_c``); with
+            ``"mean"`` ``q_j = 1 / (K - 1)`` (exact, plus the same contrast of ``b``); with
+            ``"rest"`` ``q`` is the softmax over the other classes' logits, the local linear part
+            of the log-odds (which is their sum plus ``b_c - sum_j q_j b_j`` minus the entropy of
+            ``q``). ``.uns[key]["obsm_definition"]`` says which. For ``target="latent"``: per unit,
+            the summed ``|attribution|`` over the features annotated to that unit by the decoder's
+            mask (all features when the model has no mask). For a callable: the summed
+            ``|attribution|`` per output.
         ``.uns[key]``
-            ``method``, ``target``, ``baseline``, ``n_steps``, ``n_samples``, ``columns``,
-            ``cell_columns``, cell counts, ``varm_keys`` and ``convergence``
+            ``method``, ``target``, ``baseline``, ``n_steps``, ``n_samples``,
+            ``baselines_per_cell``, ``columns``, ``cell_columns``, cell counts, ``varm_keys``,
+            ``obsm_definition``; for ``target="labels"`` also ``label_contrast``,
+            ``label_target``, ``labels_key`` and ``varm_definition``; and ``convergence``
             (``mean_abs_delta``, ``max_abs_delta``, ``mean_abs_output_difference``,
             ``relative_delta``: the completeness gap ``sum(attr) - (f(x) - f(baseline))`` of
             the methods that report it).
@@ -333,7 +367,8 @@ class GlassModelBase(
         --------
         >>> model.explain()  # intrinsic: .obsm["X_linearvi"], .varm["linearvi_loadings"]
         >>> model.explain(method="integrated_gradients", target="labels", groupby="batch")
-        >>> glassvi.tl.rank_features(adata, "linearvi_integrated_gradients_labels", "B cells")
+        >>> glassvi.tl.rank_features(adata, "linearvi_integrated_gradients_labels", n_top=50)
+        >>> sc.get.rank_genes_groups_df(adata, "B cells", key="rank_features")
         """
         return explain_model(
             self,
@@ -352,6 +387,8 @@ class GlassModelBase(
             return_per_cell=return_per_cell,
             seed=seed,
             progress_bar=progress_bar,
+            label_contrast=label_contrast,
+            label_target=label_target,
         )
 
     # ------------------------------------------------------------------------- reference mapping

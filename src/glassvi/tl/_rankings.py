@@ -16,6 +16,8 @@ import pandas as pd
 from anndata import AnnData
 from mudata import MuData
 
+from .. import _keys
+
 logger = logging.getLogger(__name__)
 
 #: what each ranking orders by
@@ -210,7 +212,7 @@ def rank_features(
     ... )  # written to .uns["rank_features_against"]
     """
     if isinstance(group, tuple):
-        group = "|".join(map(str, group))
+        group = _keys.GROUP_SEP.join(map(str, group))
     groups = [group] if isinstance(group, str) else group
     containers = _containers(adata, key, modality)
     frames = []
@@ -255,11 +257,7 @@ def rank_features(
     if groupby is None:
         groupby = meta.get("labels_key") or meta.get("target") or key
     if key_added is None:
-        key_added = (
-            "rank_features_abs"
-            if absolute
-            else ("rank_features" if direction == "for" else "rank_features_against")
-        )
+        key_added = _keys.rank_features(direction, absolute)
     nan = table.assign(nan=np.nan)
     result = {
         "params": {
