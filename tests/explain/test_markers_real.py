@@ -1,4 +1,4 @@
-"""Marker recovery of label attributions on real PBMCs (held-out cells, markers the model never saw)."""
+"""Marker recovery of label attributions on held-out real PBMCs, with markers of our own."""
 
 import numpy as np
 import pytest
