@@ -248,6 +248,22 @@ def _summary(model, top: int) -> str:
     return "\n".join(lines)
 
 
+def _class_evidence(data, key: str, top: int) -> str:
+    """Rank the label attributions for and against each class into ``.uns``; a text summary."""
+    from .tl import rank_features
+
+    lines = ["Features with the strongest signed evidence for / against each class:"]
+    tables = {}
+    for direction in ("for", "against"):
+        rank_features(data, key, direction=direction)
+        tables[direction] = rank_features(data, key, direction=direction, n_top=top, inplace=False)
+    for group, best in tables["for"].groupby("group", sort=False):
+        worst = tables["against"].loc[tables["against"]["group"] == group, "names"]
+        lines.append(f"  {group}: for {', '.join(best['names'])}")
+        lines.append(f"  {' ' * len(str(group))}  against {', '.join(worst)}")
+    return "\n".join(lines)
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the main job described by parsed command-line arguments."""
     if args.epochs < 1:
@@ -329,6 +345,8 @@ def run(args: argparse.Namespace) -> int:
             method=args.attribution, target="labels", n_steps=20, progress_bar=not args.quiet
         )
         attribution_key = _keys.attribution(prefix, args.attribution, "labels")
+        print(_class_evidence(data, attribution_key, args.top), flush=True)
+    out.mkdir(parents=True, exist_ok=True)
     is_mudata = isinstance(data, MuData)
     result_path = out / ("results.h5mu" if is_mudata else "results.h5ad")
     summary = _program_summary(model, args.top) if args.model == "program" else None
@@ -345,6 +363,9 @@ def run(args: argparse.Namespace) -> int:
         model.save(stage / "model", overwrite=True, save_anndata=False)
         if not args.no_report:
             from .pl import write_report
+        keys += f", uns['{_keys.rank_features()}'], uns['{_keys.rank_features('against')}']"
+    if not args.no_report:
+        from .pl import write_report
 
             parameters = {
                 "model": args.model,

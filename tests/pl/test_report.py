@@ -54,9 +54,14 @@ def test_write_report_anndata(rna_trained, tmp_path):
     top_gene = loadings[most_variable].idxmax()
     first_row = page.split("<td>" + most_variable + "</td>", 1)[1].split("</tr>", 1)[0]
     assert top_gene in first_row
-    attribution = adata.varm["linearvi_ig_cell_type_abs"]
+    # attributions: signed evidence for each group and against it, in separate columns
+    attribution = adata.varm["linearvi_ig_cell_type"]
     group = attribution.columns[0]
-    assert f"<td>{group}</td>" in page and attribution[group].idxmax() in page
+    row = page.split("evidence against</th>", 1)[1].split(f"<td>{group}</td>", 1)[1]
+    evidence_for, evidence_against = row.split("</tr>", 1)[0].split("</td>")[:2]
+    assert attribution[group].idxmax() in evidence_for
+    assert attribution[group].idxmax() not in evidence_against
+    assert attribution[group].idxmin() in evidence_against
 
 
 def test_report_is_a_record(rna_trained, tmp_path):

@@ -18,6 +18,7 @@ import pandas as pd
 
 from .. import _keys
 from .._version import __version__
+from ..tl import rank_features
 from . import _record as rec
 from . import _utils
 from ._differential import DIFFERENTIAL_COLUMNS, differential
@@ -309,15 +310,26 @@ def _cell_text(cell: Any) -> str:
 
 
 def _attribution_rows(data: Any, mod: str | None, key: str, n_top: int) -> list[list[Any]]:
+    """Per group: the features with the strongest signed evidence for it, and against it."""
     container = _utils.containers(data)[mod]
-    abs_key = key if _keys.is_absolute(key) else _keys.absolute(key)
-    use = abs_key if abs_key in container.varm else key
-    table, _, _ = _utils.resolve_varm(data, use, mod)
-    rows = []
-    for group in table.columns:
-        top = select_top(table[group].astype(float), n_top, "abs")
-        rows.append([str(group), _feature_list(top.index)])
-    return rows
+    signed = _keys.signed(key)
+    if signed not in container.varm:
+        # only a mean |attribution| entry: it has no sign to split by
+        table, _, _ = _utils.resolve_varm(data, key, mod)
+        return [
+            [str(g), _feature_list(select_top(table[g].astype(float), n_top, "abs").index), ""]
+            for g in table.columns
+        ]
+    where = {"modality": mod} if _utils.is_mudata(data) else {}
+    ranked = {
+        d: rank_features(data, signed, direction=d, n_top=n_top, inplace=False, **where)
+        for d in ("for", "against")
+    }
+    against = ranked["against"].groupby("group", sort=False)["names"]
+    return [
+        [str(g), _feature_list(t["names"]), _feature_list(against.get_group(g))]
+        for g, t in ranked["for"].groupby("group", sort=False)
+    ]
 
 
 # ----------------------------------------------------------------------------- figures
@@ -637,7 +649,13 @@ def write_report(
                 f"Attribution: {key}",
                 (_table(["setting", "value"], settings) if settings else "")
                 + "<h3>Top attributed features</h3>"
-                + _table(["group", "top features"], _attribution_rows(data, mod, key, n_top))
+                + "<p>Features ranked by their mean signed attribution: evidence for each group "
+                "against the other groups, and evidence against it (glassvi.tl.rank_features)."
+                "</p>"
+                + _table(
+                    ["group", "evidence for", "evidence against"],
+                    _attribution_rows(data, mod, key, n_top),
+                )
                 + figs(f"attribution_{key}"),
             )
         )
