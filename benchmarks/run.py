@@ -13,6 +13,9 @@ Comparisons (each a script in this folder, writing ``results/<name>.json``):
 * ``multiome.py``: LinearVI/ProgramVI vs scvi-tools MultiVI time per epoch on real SNARE-seq
   RNA+ATAC, time per non-zero entry of each modality, marker-program AUROC vs score_genes;
 * ``evidence.py``: calibration of ProgramVI's program evidence (false calls, recall, cost).
+  activity correlation with the truth on the simulator.
+* ``markers.py``: marker recovery and seed agreement of label attributions vs Wilcoxon DE and
+  SCANVI integrated gradients.
 
 All figures of one comparison come from one run on one machine; the summary reports ratios
 measured within a run, never ratios of times from different runs.
@@ -42,6 +45,7 @@ COMPARISONS = (
     "multiome",
     "evidence",
 )
+COMPARISONS = ("linear", "scaling", "programs", "explain", "programs_real", "markers")
 
 
 def run_comparison(name: str, quick: bool, results: Path) -> dict:
@@ -437,6 +441,32 @@ def evidence_section(res: dict) -> list[str]:
     return lines
 
 
+def markers_section(res: dict) -> list[str]:
+    lines = [
+        "## Label attributions: markers and seed agreement",
+        "",
+        f"Held-out cells; LinearVI and SCANVI trained with labels for {res['epochs']} epochs, "
+        f"seeds {res['seeds']}; integrated gradients with {res['n_steps']} steps; markers of "
+        f"our own among the top {res['top']} signed scores per type (types with at least 2 "
+        "hits, mean hits per type), and the top-50 Jaccard between seeds (mean over types and "
+        f"pairs of seeds). {res['machine']}.",
+        "",
+        "| data | method | types with >= 2 markers, per seed | mean hits, per seed | "
+        "**seed top-50 Jaccard** | explain s, per seed |",
+        "|---|---|---|---|---|---|",
+    ]
+    for data, d in res["data"].items():
+        for method, m in d["methods"].items():
+            runs = m["per_seed"]
+            types = ", ".join(f"{r['types_with_2']}/{r['n_types']}" for r in runs)
+            hits = ", ".join(f"{r['mean_hits']:.2f}" for r in runs)
+            jac = m.get("seed_topk_jaccard")
+            secs = ", ".join(f"{t:.1f}" for t in m.get("explain_seconds", []))
+            jac_text = f"**{jac:.2f}**" if jac is not None else "1 (no seed)"
+            lines.append(f"| {data} | {method} | {types} | {hits} | {jac_text} | {secs} |")
+    return [*lines, ""]
+
+
 def generic_section(name: str, res: dict) -> list[str]:
     lines = [f"## {name}", "", "```json", json.dumps(res, indent=1)[:4000], "```", ""]
     return lines
@@ -471,6 +501,8 @@ def write_summary(status: dict, quick: bool, results: Path = RESULTS) -> Path:
             lines += multiome_section(res)
         elif name == "evidence":
             lines += evidence_section(res)
+        elif name == "markers":
+            lines += markers_section(res)
         else:
             lines += generic_section(name, res)
     path = results / "summary.md"

@@ -23,8 +23,9 @@ class ExplainableModel(Protocol):
         The torch module (:class:`~glassvi.module.GlassVAE` or subclass). Explain reads its
         ``modalities``, ``likelihoods``, ``registry_keys``, ``n_features``, ``n_latent``,
         ``n_cats_per_cov``, ``n_continuous_cov``, ``decoders`` (and their optional ``mask``),
-        ``classifier``, ``loadings(role)`` and ``latent_from_inputs(...)``: the encoder input
-        builder that maps one tensor per modality (and the covariates) to the posterior mean.
+        ``classifier``, ``n_labels``, ``loadings(role)`` and ``latent_from_inputs(...)``: the
+        encoder input builder that maps one tensor per modality (and the covariates) to the
+        posterior mean.
     adata
         The training data.
     device
