@@ -44,8 +44,8 @@ COMPARISONS = (
     "programs_real",
     "multiome",
     "evidence",
+    "markers",
 )
-COMPARISONS = ("linear", "scaling", "programs", "explain", "programs_real", "markers")
 
 
 def run_comparison(name: str, quick: bool, results: Path) -> dict:

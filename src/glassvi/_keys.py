@@ -11,7 +11,7 @@ Results of a model are written under a *prefix* (``key_added``, by default the m
 - ``absolute(key)``: ``"{key}_abs"``, its mean absolute companion;
 - ``by_group(key, groupby)``: ``"{key}_by_{groupby}"``, its per-group means;
 - ``differential(prefix)``: ``"{prefix}_differential"``, differential programs (``.uns``);
-- ``EVIDENCE``: the field of ``.uns[prefix]`` holding ProgramVI's evidence for every program.
+- ``EVIDENCE``: the field of ``.uns[prefix]`` holding ProgramVI's evidence for every program;
 - ``rank_features(direction, absolute)``: ``"rank_features"`` (``"rank_features_against"``,
   ``"rank_features_abs"``), feature rankings in scanpy's layout (``.uns``).
 
