@@ -346,7 +346,6 @@ def run(args: argparse.Namespace) -> int:
         )
         attribution_key = _keys.attribution(prefix, args.attribution, "labels")
         print(_class_evidence(data, attribution_key, args.top), flush=True)
-    out.mkdir(parents=True, exist_ok=True)
     is_mudata = isinstance(data, MuData)
     result_path = out / ("results.h5mu" if is_mudata else "results.h5ad")
     summary = _program_summary(model, args.top) if args.model == "program" else None
@@ -356,6 +355,7 @@ def run(args: argparse.Namespace) -> int:
         keys += ", varm['programs'] (the program masks)"
     if attribution_key is not None:
         keys += f", varm['{attribution_key}'], obsm['{attribution_key}']"
+        keys += f", uns['{_keys.rank_features()}'], uns['{_keys.rank_features('against')}']"
     # everything is written into a new folder that replaces --out only once it is complete
     with staged_output_dir(out) as stage:
         write = data.write if is_mudata else data.write_h5ad
@@ -363,9 +363,6 @@ def run(args: argparse.Namespace) -> int:
         model.save(stage / "model", overwrite=True, save_anndata=False)
         if not args.no_report:
             from .pl import write_report
-        keys += f", uns['{_keys.rank_features()}'], uns['{_keys.rank_features('against')}']"
-    if not args.no_report:
-        from .pl import write_report
 
             parameters = {
                 "model": args.model,

@@ -18,7 +18,6 @@ from torch import nn
 from .._optional import require
 from ._methods import METHODS, MethodSpec, method_spec
 from ._rng import with_seeded_global_rngs
-from ._targets import TargetModel
 from ._targets import TargetModel, contrast_weights, label_margins
 
 logger = logging.getLogger(__name__)

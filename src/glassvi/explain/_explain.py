@@ -18,7 +18,6 @@ from scvi import REGISTRY_KEYS
 
 from .. import _keys
 from .._validation import check_batch_size
-from ._engine import attribute
 from ._engine import attribute, baseline_draws
 from ._inputs import (
     attribution_batches,
