@@ -339,9 +339,9 @@ class GlassModelBase(
             With ``groupby``: the same means per group, columns ``"<group>|<target>"``.
         ``.obsm[key]``
             A cells x columns array (names in ``.uns[key]["cell_columns"]``, as scanpy keeps
-            embeddings). Cells x latent units for ``target="labels"``: the contribution of each unit to the
-            margin of the class ``c`` the cell is explained for, ``z_k * (W[c, k] - sum_j q_j W[j,
-            k])`` over the other classes ``j`` (``W``, ``b``: the linear head). With
+            embeddings). Cells x latent units for ``target="labels"``: the contribution of each
+            unit to the margin of the class ``c`` the cell is explained for, ``z_k * (W[c, k] -
+            sum_j q_j W[j, k])`` over the other classes ``j`` (``W``, ``b``: the linear head). With
             ``label_contrast="none"`` ``q = 0`` (the logit is their sum plus ``b_c``); with
             ``"mean"`` ``q_j = 1 / (K - 1)`` (exact, plus the same contrast of ``b``); with
             ``"rest"`` ``q`` is the softmax over the other classes' logits, the local linear part
