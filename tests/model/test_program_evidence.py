@@ -122,7 +122,8 @@ def test_decoys_are_hidden_from_outputs(trained):
     assert list(model.get_program_weights().columns) == names
     assert list(model.active_programs().index) == names
     out = model.explain(inplace=False)
-    assert list(out["obsm"]["X_programvi"].columns) == names
+    assert np.asarray(out["obsm"]["X_programvi"]).shape == (adata.n_obs, len(names))
+    assert list(out["uns"]["programvi"]["columns"]) == names
     assert list(out["varm"]["rna"]["programvi_weights"].columns) == names
     evidence = out["uns"]["programvi"]["evidence"]
     assert isinstance(evidence, pd.DataFrame) and set(evidence.index) == set(names)

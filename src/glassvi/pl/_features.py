@@ -67,6 +67,9 @@ def _mask_membership(container, mask_key: str | None, program: str, index: pd.In
 
 def _wrap_title(name: str, width: int = 26) -> str:
     """Break a long program name into lines at underscores (or anywhere), never shortening it."""
+    if "\n" in name:  # a name, then annotation lines (the evidence) that stay as they are
+        first, rest = name.split("\n", 1)
+        return _wrap_title(first, width) + "\n" + rest
     if len(name) <= width:
         return name
     parts = name.split("_")
@@ -200,6 +203,7 @@ def top_features(
         n_cols = min(ncols, len(names))
         n_rows = math.ceil(len(names) / n_cols)
         n_title_lines = max(_wrap_title(str(name)).count("\n") + 1 for name in names)
+        n_title_lines += int(show_evidence)  # the evidence line under the name
         height = 0.5 + 0.24 * n_shown + 0.16 * n_title_lines
         fig, grid = plt.subplots(
             n_rows,
