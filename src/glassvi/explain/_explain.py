@@ -117,6 +117,7 @@ def explain_model(
     --------
     >>> explain_model(model, method="saliency", target="labels")
     """
+    arguments = dict(locals())  # the parameters, passed on unchanged to the post-hoc path
     if method == INTRINSIC:
         _check_intrinsic_arguments(
             target=target,
@@ -137,26 +138,7 @@ def explain_model(
             return results
         write_results(model, destination, results, stacklevel=4)
         return None
-    return _attribution_explain(
-        model,
-        adata,
-        method,
-        target,
-        key_added=key_added,
-        inplace=inplace,
-        batch_size=batch_size,
-        indices=indices,
-        baseline=baseline,
-        n_steps=n_steps,
-        n_samples=n_samples,
-        n_background=n_background,
-        groupby=groupby,
-        return_per_cell=return_per_cell,
-        seed=seed,
-        progress_bar=progress_bar,
-        label_contrast=label_contrast,
-        label_target=label_target,
-    )
+    return _attribution_explain(**arguments)
 
 
 _INTRINSIC_DEFAULTS = {

@@ -370,26 +370,9 @@ class GlassModelBase(
         >>> glassvi.tl.rank_features(adata, "linearvi_integrated_gradients_labels", n_top=50)
         >>> sc.get.rank_genes_groups_df(adata, "B cells", key="rank_features")
         """
-        return explain_model(
-            self,
-            adata,
-            method,
-            target=target,
-            key_added=key_added,
-            inplace=inplace,
-            batch_size=batch_size,
-            indices=indices,
-            baseline=baseline,
-            n_steps=n_steps,
-            n_samples=n_samples,
-            n_background=n_background,
-            groupby=groupby,
-            return_per_cell=return_per_cell,
-            seed=seed,
-            progress_bar=progress_bar,
-            label_contrast=label_contrast,
-            label_target=label_target,
-        )
+        arguments = dict(locals())  # the parameters above, passed on unchanged
+        del arguments["self"]
+        return explain_model(self, **arguments)
 
     # ------------------------------------------------------------------------- reference mapping
     @classmethod

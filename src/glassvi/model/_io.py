@@ -466,6 +466,34 @@ def load_model(
     return model
 
 
+def _query_docs(kind: str, argument: str, method: str):
+    """Docstring of ``prepare_query_<method>``, the same for AnnData and MuData queries."""
+
+    def document(func):
+        func.__doc__ = f"""\
+        Pad and order a query {kind} like the reference (scvi-tools), reading it safely.
+
+        Parameters
+        ----------
+        {argument}
+            Query {kind}.
+        reference_model
+            A trained model, or the directory it was saved to (read as in :meth:`load`).
+        *args, **kw
+            Further arguments of
+            :meth:`scvi.model.base.ArchesMixin.prepare_query_{method}`.
+        trusted
+            Allow types outside the allow-list (see :meth:`load`).
+
+        Examples
+        --------
+        >>> glassvi.model.LinearVI.prepare_query_{method}(query, "my_model")
+        """
+        return func
+
+    return document
+
+
 class SaveLoadMixin:
     """Saving and safe loading of glassvi models (mixed into the model base class).
 
@@ -634,46 +662,14 @@ class SaveLoadMixin:
         )
 
     @classmethod
+    @_query_docs("AnnData", "adata", "anndata")
     def prepare_query_anndata(cls, adata, reference_model, *args, trusted: bool = False, **kw):
-        """Pad and order a query AnnData like the reference (scvi-tools), reading it safely.
-
-        Parameters
-        ----------
-        adata
-            Query AnnData.
-        reference_model
-            A trained model, or the directory it was saved to (read as in :meth:`load`).
-        *args, **kw
-            Further arguments of :meth:`scvi.model.base.ArchesMixin.prepare_query_anndata`.
-        trusted
-            Allow types outside the allow-list (see :meth:`load`).
-
-        Examples
-        --------
-        >>> glassvi.model.LinearVI.prepare_query_anndata(query, "my_model")
-        """
         reference = read_saved_model(reference_model, trusted=trusted)
         return super().prepare_query_anndata(adata, reference, *args, **kw)
 
     @classmethod
+    @_query_docs("MuData", "mdata", "mudata")
     def prepare_query_mudata(cls, mdata, reference_model, *args, trusted: bool = False, **kw):
-        """Pad and order a query MuData like the reference (scvi-tools), reading it safely.
-
-        Parameters
-        ----------
-        mdata
-            Query MuData.
-        reference_model
-            A trained model, or the directory it was saved to (read as in :meth:`load`).
-        *args, **kw
-            Further arguments of :meth:`scvi.model.base.ArchesMixin.prepare_query_mudata`.
-        trusted
-            Allow types outside the allow-list (see :meth:`load`).
-
-        Examples
-        --------
-        >>> glassvi.model.LinearVI.prepare_query_mudata(query, "my_model")
-        """
         reference = read_saved_model(reference_model, trusted=trusted)
         return super().prepare_query_mudata(mdata, reference, *args, **kw)
 

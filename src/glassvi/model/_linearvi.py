@@ -52,7 +52,7 @@ class LinearVI(GlassModelBase):
         a ``labels_key`` with at least two labels was registered. Its weight in the loss is
         ``classification_ratio`` (a keyword of :class:`~glassvi.module.GlassVAE`, default 50).
     modality_weights
-        How much each modality shapes the program activities (the latent units), in ``[0, 1]``;
+        How much each modality shapes the latent factors, in ``[0, 1]``;
         each modality's decoder always fits its own counts. ``None`` (default): ATAC weighs
         0.0 next to RNA (1 when modelled alone). Chosen by measurement on real SNARE-seq
         cortex data, where a plain joint model let 25,000 sparse peaks decide what the

@@ -100,12 +100,9 @@ class ProgramVI(ProgramEvidenceMixin, DifferentialProgramsMixin, GlassModelBase)
         a weighted sum of programs. ``None`` (default) adds it when a ``labels_key`` with at
         least two labels was registered.
     modality_weights
-        How much each modality shapes the program activities (the latent units), in ``[0, 1]``;
-        each modality's decoder always fits its own counts. ``None`` (default): ATAC weighs
-        0.0 next to RNA (1 when modelled alone). Chosen by measurement on real SNARE-seq
-        cortex data, where a plain joint model let 25,000 sparse peaks decide what the
-        activities mean and lowered marker-program AUROC below RNA alone. ``{"atac": 1.0}`` is
-        the plain joint model. See :func:`glassvi.module.resolve_modality_weights`.
+        How much each modality shapes the program activities, in ``[0, 1]``, as in
+        :class:`~glassvi.model.LinearVI` (which says why ATAC weighs 0 by default);
+        ``{"atac": 1.0}`` is the plain joint model.
     n_decoys
         Number of hidden decoy programs trained alongside the annotated ones: random feature
         sets matched to the programs in size and expression. They give
