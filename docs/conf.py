@@ -1,8 +1,9 @@
 """Sphinx configuration of the glassvi documentation.
 
 At build time this file writes ``api.md`` from the ``__all__`` list of every public
-subpackage (so new functions appear without editing the docs), copies the tutorial notebooks
-from ``tutorials/`` and gathers the benchmark tables from ``benchmarks/results/`` into
+subpackage (so new functions appear without editing the docs), each section followed by the
+notes in ``_api/<subpackage>.md``; it copies the tutorial notebooks from ``tutorials/`` and
+gathers the benchmark tables from ``benchmarks/results/`` into
 ``generated/`` (which is not kept under version control).
 """
 
@@ -55,6 +56,7 @@ exclude_patterns = [
     ".DS_Store",
     "generated/benchmarks/**",
     "_inv/**",
+    "_api/**",
 ]
 master_doc = "index"
 
@@ -138,19 +140,9 @@ NOT_DOCUMENTED = {
         "ProgramDecoder",
         "nonzero_key",
     },
-    "train": {
-        "GlassDataSplitter",
-        "GlassProgressBar",
-        "MinibatchDataset",
-        "MinibatchSampler",
-        "cell_registry_keys",
-        "progress_bar_kwargs",
-        "quiet_training",
-        "release_free_memory",
-        "restore_cpu_allocator",
-        "tune_cpu_allocator",
-    },
 }
+#: subpackages whose other exports all serve glassvi's own parts: the API page shows only these
+ONLY_DOCUMENTED = {"train": {"GlassTrainingPlan"}}
 
 
 def public_api() -> dict[str, list[str]]:
@@ -169,6 +161,7 @@ def public_api() -> dict[str, list[str]]:
                 or inspect.isfunction(getattr(module, n, None))
             )
             and n not in NOT_DOCUMENTED.get(name, ())
+            and n in ONLY_DOCUMENTED.get(name, {n})
         ]
         if names:
             api[name] = names
@@ -195,6 +188,9 @@ def write_api_page() -> None:
         lines += [".. autosummary::", "   :toctree: generated", "   :nosignatures:", ""]
         lines += [f"   {n}" for n in names]
         lines += ["```", ""]
+        notes = DOCS / "_api" / f"{name}.md"
+        if notes.exists():
+            lines += [notes.read_text(encoding="utf-8").strip(), ""]
     text = "\n".join(lines)
     page = DOCS / "api.md"
     if not page.exists() or page.read_text() != text:
