@@ -1,4 +1,4 @@
-"""Helpers shared by the benchmark scripts: epoch timing, peak memory, machine description."""
+"""Helpers shared by the benchmark scripts: data, epoch timing, peak memory, the machine."""
 
 from __future__ import annotations
 
@@ -92,3 +92,21 @@ def machine() -> dict:
 
 def gib(n_bytes: float) -> float:
     return round(n_bytes / 2**30, 3)
+
+
+def most_variable_genes(adata, n_genes: int):
+    """A copy of ``adata`` with its ``n_genes`` most variable genes and raw counts in ``X``.
+
+    Chosen as a user would before training: scanpy's ``highly_variable_genes`` (seurat flavour)
+    on log-normalised ``layers["counts"]``.
+    """
+    import scanpy as sc
+
+    logged = adata.copy()
+    logged.X = logged.layers["counts"].copy()
+    sc.pp.normalize_total(logged, target_sum=1e4)
+    sc.pp.log1p(logged)
+    sc.pp.highly_variable_genes(logged, n_top_genes=n_genes, flavor="seurat")
+    out = adata[:, logged.var["highly_variable"].to_numpy()].copy()
+    out.X = out.layers["counts"].copy()
+    return out

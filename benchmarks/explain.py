@@ -22,9 +22,9 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import scanpy as sc
 import scvi
 import torch
+from _common import most_variable_genes
 
 import glassvi
 
@@ -33,13 +33,7 @@ TRAIN_KW = {"enable_progress_bar": False, "accelerator": "cpu"}
 
 
 def load_data(n_genes: int):
-    adata = glassvi.data.immune1k()
-    logged = adata.copy()
-    sc.pp.normalize_total(logged, target_sum=1e4)
-    sc.pp.log1p(logged)
-    sc.pp.highly_variable_genes(logged, n_top_genes=n_genes, flavor="seurat")
-    adata = adata[:, logged.var["highly_variable"].to_numpy()].copy()
-    adata.X = adata.layers["counts"].copy()
+    adata = most_variable_genes(glassvi.data.immune1k(), n_genes)
     adata.obs["labels"] = adata.obs["cell_type_annotations"].astype(str)
     return adata
 

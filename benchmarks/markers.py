@@ -19,8 +19,8 @@ For every method and seed: the number of types with at least 2 of their markers 
 50 features, the mean number of hits, and the agreement of the top 50 across seeds
 (:func:`glassvi.metrics.stability`: Jaccard, Spearman over the union of the top 50, per type).
 
-The marker lists below are canonical markers written for this benchmark (not tuned on any
-ranking), restricted to genes present in each data set.
+The marker lists (``markers.json``, next to this script) are canonical markers written for this
+benchmark (not tuned on any ranking), restricted to genes present in each data set.
 
 Run: ``python benchmarks/markers.py [--quick] [--out results/markers.json]``.
 """
@@ -39,6 +39,7 @@ import pandas as pd
 import scanpy as sc
 import scvi
 import torch
+from _common import most_variable_genes
 
 import glassvi
 from glassvi.metrics import marker_recovery, stability
@@ -47,29 +48,8 @@ RESULTS = Path(__file__).parent / "results" / "markers.json"
 TRAIN_KW = {"enable_progress_bar": False, "accelerator": "cpu"}
 TOP = 50
 
-MARKERS = {
-    "pbmc68k": {
-        "CD14+ Monocyte": ["LYZ", "S100A8", "S100A9", "FCN1", "CST3", "LST1"],
-        "Dendritic": ["FCER1A", "CLEC10A", "HLA-DQA1", "HLA-DPB1", "CST3", "IRF8"],
-        "CD19+ B": ["MS4A1", "CD79A", "CD79B", "BANK1", "FCRLA", "CD40"],
-        "CD56+ NK": ["GNLY", "NKG7", "PRF1", "GZMB", "FCER1G", "TYROBP"],
-        "CD8+ Cytotoxic T": ["CD8A", "CD8B", "GZMK", "GZMH", "CCL5", "CD3D"],
-        "CD8+/CD45RA+ Naive Cytotoxic": ["CD8A", "CD8B", "CCR7", "CD27", "LTB", "CD3E"],
-        "CD4+/CD25 T Reg": ["CD4", "TIGIT", "TNFRSF4", "IL7R", "CD3D", "LTB"],
-        "CD4+/CD45RO+ Memory": ["CD4", "IL7R", "S100A4", "ANXA1", "CD3E", "LTB"],
-    },
-    "immune1k": {
-        "CD8_T": ["CD8A", "CD8B", "GZMK", "CCL5", "CD3D", "NKG7"],
-        "CD4_T": ["CD4", "IL7R", "CD40LG", "CCR7", "TCF7", "LEF1"],
-        "Treg": ["FOXP3", "IL2RA", "CTLA4", "TIGIT", "IKZF2", "BATF"],
-        "NK": ["GNLY", "NKG7", "KLRD1", "KLRF1", "NCAM1", "FCGR3A"],
-        "B_memory": ["MS4A1", "CD79A", "CD79B", "CD27", "BANK1", "FCRL5"],
-        "B_naive": ["MS4A1", "TCL1A", "IGHD", "FCER2", "CD79A", "BANK1"],
-        "plasma": ["MZB1", "JCHAIN", "XBP1", "SDC1", "TNFRSF17", "IGKC"],
-        "MDC": ["CD14", "LYZ", "S100A8", "FCN1", "VCAN", "CSF1R"],
-        "DC": ["CD1C", "FCER1A", "CLEC10A", "CLEC9A", "LAMP3", "IDO1"],
-    },
-}
+#: canonical markers per data set and type (shared with tests/explain/test_markers_real.py)
+MARKERS = json.loads((Path(__file__).parent / "markers.json").read_text())
 
 
 def load(name: str, n_genes: int, min_cells: int, seed: int = 123):
@@ -79,11 +59,7 @@ def load(name: str, n_genes: int, min_cells: int, seed: int = 123):
     else:
         adata, key = glassvi.data.immune1k(), "cell_type_annotations"
     if n_genes and adata.n_vars > n_genes:
-        logged = adata.copy()
-        sc.pp.normalize_total(logged, target_sum=1e4)
-        sc.pp.log1p(logged)
-        sc.pp.highly_variable_genes(logged, n_top_genes=n_genes, flavor="seurat")
-        adata = adata[:, logged.var["highly_variable"].to_numpy()].copy()
+        adata = most_variable_genes(adata, n_genes)
     counts = adata.obs[key].value_counts()
     adata = adata[adata.obs[key].isin(counts.index[counts >= min_cells])].copy()
     adata.obs["labels"] = adata.obs[key].astype(str).astype("category")

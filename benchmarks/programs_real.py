@@ -108,13 +108,9 @@ def load(name: str, n_cortex: int = 1000):
     if name == "pbmc68k":
         adata = glassvi.data.pbmc68k()
     elif name == "immune1k":
-        import scanpy as sc
+        from _common import most_variable_genes
 
-        # the 2,000 most variable genes, as a user would select them before training
-        adata = glassvi.data.immune1k()
-        norm = lognorm(adata)
-        sc.pp.highly_variable_genes(norm, n_top_genes=2000)
-        adata = adata[:, norm.var["highly_variable"].to_numpy()].copy()
+        adata = most_variable_genes(glassvi.data.immune1k(), 2000)
     elif name == "cortex":
         import mudata
 
