@@ -9,6 +9,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from .._docs import fill_docs
 from ._stability import _topk_sets_jaccard, rank_correlation
 from ._utils import align_frames, check_k, check_same_shape, column_names, to_array
 
@@ -17,6 +18,47 @@ logger = logging.getLogger(__name__)
 # Upper bound on the number of matrix entries passed to ``f`` in one call, when the caller
 # does not set ``batch_size``: 2**22 float64 entries is 32 MiB per perturbed batch.
 _MAX_BATCH_ENTRIES = 2**22
+
+#: parameters and result of the deletion and insertion curves
+_curve_docs = fill_docs(
+    {
+        "curve": """
+        f
+            Function of a 2-D numpy array (cells x features) returning one target value per row,
+            e.g. a class logit or a program's latent activity. Any array-like output works,
+            including torch tensors. It is called on batches of perturbed cells.
+        X
+            Cells x features, the inputs to explain.
+        attributions
+            Attribution scores, cells x features, or one vector over features shared by all cells.
+            Features are ordered by decreasing attribution: with signed attributions, the features
+            that push the target up most come first.
+        baseline
+            Value standing for a removed feature: a scalar, a vector over features, or an array of
+            the shape of ``X``. Use the baseline the attributions were computed against.
+        steps
+            Number of steps between 0 and ``max_fraction`` of the features; ``k`` is rounded to
+            whole features, so the curve has at most ``steps + 1`` points.
+        max_fraction
+            Largest fraction of features removed (inserted), in (0, 1].
+        absolute
+            Order features by absolute attribution instead of signed attribution.
+        normalize
+            Rescale the curve so that the mean target on ``X`` is 1 and on the baseline is 0. This
+            makes areas comparable across targets. Raises if the two means are equal.
+        batch_size
+            Maximum number of rows per call to ``f`` (at least one cell's ``steps + 1`` rows).
+            By default about 4 million matrix entries per call.
+
+        Returns
+        -------
+        dict
+            ``"fraction"``: fraction of features perturbed at each step; ``"value"``: mean target
+            over cells at each step (normalised if ``normalize``); ``"auc"``: the area under the
+            curve divided by the largest fraction, i.e. the average height of the curve.
+        """
+    }
+)
 
 
 class _Setup:
@@ -157,6 +199,7 @@ def _ranks(scores: np.ndarray) -> np.ndarray:
     return ranks
 
 
+@_curve_docs
 def deletion_curve(
     f: Callable[[np.ndarray], Any],
     X: Any,
@@ -178,39 +221,7 @@ def deletion_curve(
 
     Parameters
     ----------
-    f
-        Function of a 2-D numpy array (cells x features) returning one target value per row,
-        e.g. a class logit or a program's latent activity. Any array-like output works,
-        including torch tensors. It is called on batches of perturbed cells.
-    X
-        Cells x features, the inputs to explain.
-    attributions
-        Attribution scores, cells x features, or one vector over features shared by all cells.
-        Features are ordered by decreasing attribution: with signed attributions, the features
-        that push the target up most come first.
-    baseline
-        Value standing for a removed feature: a scalar, a vector over features, or an array of
-        the shape of ``X``. Use the baseline the attributions were computed against.
-    steps
-        Number of steps between 0 and ``max_fraction`` of the features; ``k`` is rounded to
-        whole features, so the curve has at most ``steps + 1`` points.
-    max_fraction
-        Largest fraction of features removed (inserted), in (0, 1].
-    absolute
-        Order features by absolute attribution instead of signed attribution.
-    normalize
-        Rescale the curve so that the mean target on ``X`` is 1 and on the baseline is 0. This
-        makes areas comparable across targets. Raises if the two means are equal.
-    batch_size
-        Maximum number of rows per call to ``f`` (at least one cell's ``steps + 1`` rows).
-        By default about 4 million matrix entries per call.
-
-    Returns
-    -------
-    dict
-        ``"fraction"``: fraction of features perturbed at each step; ``"value"``: mean target
-        over cells at each step (normalised if ``normalize``); ``"auc"``: the area under the
-        curve divided by the largest fraction, i.e. the average height of the curve.
+    %(curve)s
 
     Examples
     --------
@@ -227,6 +238,7 @@ def deletion_curve(
     return setup.result(curve, normalize)
 
 
+@_curve_docs
 def insertion_curve(
     f: Callable[[np.ndarray], Any],
     X: Any,
@@ -248,39 +260,7 @@ def insertion_curve(
 
     Parameters
     ----------
-    f
-        Function of a 2-D numpy array (cells x features) returning one target value per row,
-        e.g. a class logit or a program's latent activity. Any array-like output works,
-        including torch tensors. It is called on batches of perturbed cells.
-    X
-        Cells x features, the inputs to explain.
-    attributions
-        Attribution scores, cells x features, or one vector over features shared by all cells.
-        Features are ordered by decreasing attribution: with signed attributions, the features
-        that push the target up most come first.
-    baseline
-        Value standing for a removed feature: a scalar, a vector over features, or an array of
-        the shape of ``X``. Use the baseline the attributions were computed against.
-    steps
-        Number of steps between 0 and ``max_fraction`` of the features; ``k`` is rounded to
-        whole features, so the curve has at most ``steps + 1`` points.
-    max_fraction
-        Largest fraction of features removed (inserted), in (0, 1].
-    absolute
-        Order features by absolute attribution instead of signed attribution.
-    normalize
-        Rescale the curve so that the mean target on ``X`` is 1 and on the baseline is 0. This
-        makes areas comparable across targets. Raises if the two means are equal.
-    batch_size
-        Maximum number of rows per call to ``f`` (at least one cell's ``steps + 1`` rows).
-        By default about 4 million matrix entries per call.
-
-    Returns
-    -------
-    dict
-        ``"fraction"``: fraction of features perturbed at each step; ``"value"``: mean target
-        over cells at each step (normalised if ``normalize``); ``"auc"``: the area under the
-        curve divided by the largest fraction, i.e. the average height of the curve.
+    %(curve)s
 
     Examples
     --------

@@ -16,8 +16,7 @@ A docstring line that holds only ``%(name)s`` is replaced by the block ``name`` 
 
 from __future__ import annotations
 
-import re
-import textwrap
+from .._docs import fill_docs
 
 #: parameter blocks: name line, then its description
 SETUP_PARAMS = {
@@ -97,16 +96,5 @@ SETUP_PARAMS = {
         """,
 }
 
-_PLACEHOLDER = re.compile(r"^(?P<indent>[ \t]*)%\((?P<name>\w+)\)s[ \t]*$", re.MULTILINE)
-
-
-def _block(match: re.Match) -> str:
-    text = textwrap.dedent(SETUP_PARAMS[match["name"]]).strip("\n")
-    return textwrap.indent(text, match["indent"])
-
-
-def setup_docs(func):
-    """Fill the ``%(name)s`` lines of ``func``'s docstring with :data:`SETUP_PARAMS` blocks."""
-    if func.__doc__:
-        func.__doc__ = _PLACEHOLDER.sub(_block, func.__doc__)
-    return func
+#: fills the ``%(name)s`` lines of a docstring with :data:`SETUP_PARAMS` blocks
+setup_docs = fill_docs(SETUP_PARAMS)

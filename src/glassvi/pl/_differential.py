@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from .. import _keys
-from ._utils import available, check_columns, finish, is_mudata, new_figure
+from ._utils import available, check_columns, finish, is_mudata, new_figure, plot_docs
 
 #: where ``ProgramVI.differential_programs`` records its result by default
 DEFAULT_KEY = _keys.differential(_keys.PROGRAMVI)
@@ -92,6 +92,7 @@ def _record_table(record: Any) -> pd.DataFrame:
     return pd.DataFrame(dict(record))
 
 
+@plot_docs
 def differential(
     data: Any,
     key: str = DEFAULT_KEY,
@@ -120,12 +121,7 @@ def differential(
         Number of significant programs named, by descending ``|effect size| x log BF``.
     ax
         Axes to draw into.
-    show
-        Show the figure; by default it is shown unless ``save`` is given.
-    save
-        Write the figure to this path (PNG unless the suffix says otherwise).
-    dpi
-        Resolution of the saved figure.
+    %(show_save)s
 
     Returns
     -------

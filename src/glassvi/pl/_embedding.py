@@ -19,6 +19,7 @@ from ._utils import (
     default_latent_key,
     finish,
     get_obsm_frame,
+    plot_docs,
 )
 
 
@@ -33,6 +34,7 @@ def _basis_key(data: Any, basis: str) -> str:
     return key
 
 
+@plot_docs
 def activity(
     adata: Any,
     programs: str | Sequence[str],
@@ -69,12 +71,7 @@ def activity(
         Extra ``obs`` columns (e.g. cell types) drawn as further panels after the programs.
     ncols
         Panels per row.
-    show
-        Show the figure; by default it is shown unless ``save`` is given.
-    save
-        Write the figure to this path (PNG unless the suffix says otherwise).
-    dpi
-        Resolution of the saved figure.
+    %(show_save)s
     show_evidence
         Add each program's evidence (FDR q-value, effective number of genes, and a mark when
         the data do not support it or one or two genes carry it) to its panel's title, from

@@ -18,6 +18,7 @@ from ._utils import (
     check_data,
     default_weights_key,
     finish,
+    plot_docs,
     resolve_varm,
 )
 
@@ -111,6 +112,7 @@ def _lollipop(ax, top: pd.Series, member: pd.Series | None, title: str, xlabel: 
     ax.grid(axis="x", linewidth=0.3, alpha=0.5)
 
 
+@plot_docs
 def top_features(
     adata: Any,
     program: str | Sequence[str],
@@ -156,12 +158,7 @@ def top_features(
         Panels per row with several programs.
     ax
         Axes to draw into (one program only).
-    show
-        Show the figure; by default it is shown unless ``save`` is given.
-    save
-        Write the figure to this path (PNG unless the suffix says otherwise).
-    dpi
-        Resolution of the saved figure.
+    %(show_save)s
     show_evidence
         Add each program's evidence to its title: the FDR q-value and effective number of
         genes from ``uns[...]["evidence"]`` (written by ProgramVI's ``explain()``, see

@@ -9,7 +9,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from ._utils import check_columns, check_data, finish, new_figure, resolve_varm
+from ._utils import check_columns, check_data, finish, new_figure, plot_docs, resolve_varm
 
 
 def top_per_group(
@@ -45,6 +45,7 @@ def _scale(values: pd.DataFrame, standard_scale: str | None) -> pd.DataFrame:
     return values.sub(low, axis=1 - axis).div(span, axis=1 - axis)
 
 
+@plot_docs
 def attribution_heatmap(
     adata: Any,
     key: str,
@@ -89,12 +90,7 @@ def attribution_heatmap(
         Colormap; default ``"RdBu_r"`` centred on zero for signed values, ``"Reds"`` otherwise.
     ax
         Axes to draw into.
-    show
-        Show the figure; by default it is shown unless ``save`` is given.
-    save
-        Write the figure to this path (PNG unless the suffix says otherwise).
-    dpi
-        Resolution of the saved figure.
+    %(show_save)s
 
     Returns
     -------

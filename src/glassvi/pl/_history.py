@@ -8,7 +8,7 @@ from typing import Any
 
 import pandas as pd
 
-from ._utils import available, finish
+from ._utils import available, finish, plot_docs
 
 #: curves drawn by default, in panel order, when the history has them
 DEFAULT_CURVES = ("elbo", "reconstruction_loss", "kl_local")
@@ -37,6 +37,7 @@ def history_frame(history: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
     return pd.DataFrame(columns)
 
 
+@plot_docs
 def history(
     model: Any,
     curves: Sequence[str] | None = None,
@@ -58,12 +59,7 @@ def history(
         Curve names without the ``_train``/``_validation`` suffix; default ``"elbo"``,
         ``"reconstruction_loss"``, ``"kl_local"`` and any other ``*_train`` curve logged
         except the totals (e.g. penalties).
-    show
-        Show the figure; by default it is shown unless ``save`` is given.
-    save
-        Write the figure to this path (PNG unless the suffix says otherwise).
-    dpi
-        Resolution of the saved figure.
+    %(show_save)s
 
     Returns
     -------

@@ -17,6 +17,7 @@ from ._utils import (
     default_weights_key,
     finish,
     is_mudata,
+    plot_docs,
     resolve_varm,
 )
 
@@ -61,6 +62,7 @@ def _resolve_links(atac, links) -> pd.DataFrame | None:
     return None
 
 
+@plot_docs
 def multiome_program(
     mdata: Any,
     program: str,
@@ -104,12 +106,7 @@ def multiome_program(
         Name of the ATAC modality; by default read from the model's record, else ``"atac"``.
     sort_by
         ``"abs"`` (largest magnitude), ``"positive"`` or ``"negative"`` gene weights first.
-    show
-        Show the figure; by default it is shown unless ``save`` is given.
-    save
-        Write the figure to this path (PNG unless the suffix says otherwise).
-    dpi
-        Resolution of the saved figure.
+    %(show_save)s
 
     Returns
     -------

@@ -13,11 +13,26 @@ import pandas as pd
 from anndata import AnnData
 
 from .. import _keys
+from .._docs import fill_docs
 
 logger = logging.getLogger(__name__)
 
 #: dots per inch of saved figures unless ``dpi`` is given
 SAVE_DPI = 150
+
+#: fills ``%(show_save)s`` in the docstrings of the plotting functions
+plot_docs = fill_docs(
+    {
+        "show_save": """
+            show
+                Show the figure; by default it is shown unless ``save`` is given.
+            save
+                Write the figure to this path (PNG unless the suffix says otherwise).
+            dpi
+                Resolution of the saved figure.
+            """
+    }
+)
 
 
 def is_mudata(data: Any) -> bool:
