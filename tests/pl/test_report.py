@@ -114,6 +114,26 @@ def test_report_is_a_record(rna_trained, tmp_path):
     assert set(programs_csv.index) == set(names) and "top_rna" in programs_csv.columns
 
 
+def test_rankings_of_a_shown_attribution_are_not_repeated(rna_trained, tmp_path):
+    adata, model = rna_trained
+    data = adata.copy()
+    glassvi.tl.rank_features(data, "linearvi_ig_cell_type")
+    glassvi.tl.rank_features(data, "linearvi_ig_cell_type", direction="against")
+    glassvi.tl.rank_features(data, "linearvi_ig_cell_type", absolute=True, key_added="by_size")
+    paths = glassvi.pl.write_report(data, model, tmp_path)
+    page = paths["report"].read_text()
+    # the attribution's section already lists evidence for and against each group: its
+    # rankings are downloads there, not sections of their own
+    section = page.split('id="attr-linearvi_ig_cell_type"', 1)[1].split("</section>", 1)[0]
+    assert "ranking_rank_features.csv" in section
+    assert "ranking_rank_features_against.csv" in section
+    assert 'id="rank-rank_features' not in page
+    # a ranking that the section does not show (by absolute value) keeps its own section
+    assert 'id="rank-by_size"' in page
+    ranked = pd.read_csv(paths["csv:ranking_rank_features"])
+    assert set(ranked["group"]) == set(data.varm["linearvi_ig_cell_type"].columns)
+
+
 def test_write_report_multiome_computes_umap(multiome_trained, tmp_path):
     mdata, model = multiome_trained
     before = _snapshot(mdata)

@@ -109,6 +109,16 @@ def _attribution_keys(data: Any, prefix: str, record: dict) -> list[tuple[str | 
     return found
 
 
+def _ranks_attribution(ranking: Mapping, key: str) -> bool:
+    """Whether a ``rank_genes_groups``-layout ranking is rank_features' signed ranking of key."""
+    params = ranking.get("params", {})
+    return (
+        params.get("key") == _keys.signed(key)
+        and params.get("direction") in ("for", "against")
+        and not params.get("absolute", False)
+    )
+
+
 def _differential_keys(data: Any, prefix: str) -> list[str]:
     keys = []
     for key, value in data.uns.items():
@@ -640,6 +650,13 @@ def write_report(
                 + csv("program_evidence", evidence),
             )
         )
+    # rankings that rank_features wrote from a shown attribution repeat its "evidence for /
+    # against" table: their CSVs go into the attribution's section, not into sections of their own
+    rankings = {key: rec.rankings(data, key) for key in rec.ranking_keys(data)}
+    rankings_of = {
+        key: [r for r in rankings if _ranks_attribution(data.uns[r], key)]
+        for _, key in attributions
+    }
     for mod, key in attributions:
         meta = data.uns.get(key)
         settings = rec.attribution_rows(meta) if isinstance(meta, Mapping) else []
@@ -656,12 +673,17 @@ def write_report(
                     ["group", "evidence for", "evidence against"],
                     _attribution_rows(data, mod, key, n_top),
                 )
+                + "".join(
+                    csv(f"ranking_{r}", rankings[r].set_index(["group", "rank"]))
+                    for r in rankings_of[key]
+                    if rankings[r] is not None
+                )
                 + figs(f"attribution_{key}"),
             )
         )
-    for key in rec.ranking_keys(data):
-        ranking = rec.rankings(data, key)
-        if ranking is None or key in _differential_keys(data, prefix):
+    shown_rankings = {r for keys in rankings_of.values() for r in keys}
+    for key, ranking in rankings.items():
+        if ranking is None or key in shown_rankings or key in _differential_keys(data, prefix):
             continue
         top = ranking.groupby("group", sort=False).head(n_top)
         rows = [
