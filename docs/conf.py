@@ -82,6 +82,7 @@ _INVENTORIES = {
     "anndata": "https://anndata.readthedocs.io/en/stable/",
     "scanpy": "https://scanpy.readthedocs.io/en/1.10.x/",
     "scvi-tools": "https://docs.scvi-tools.org/en/stable/",
+    "mudata": "https://mudata.readthedocs.io/stable/",
     "numpy": "https://numpy.org/doc/stable/",
     "pandas": "https://pandas.pydata.org/docs/",
     "torch": "https://docs.pytorch.org/docs/stable/",

@@ -1,4 +1,4 @@
-"""Write the Sphinx inventories that link glassvi's docs to scanpy, anndata, scvi-tools, ...
+"""Write the Sphinx inventories that link glassvi's docs to scanpy, anndata, mudata, scvi-tools...
 
 The documentation builds without network access, so ``intersphinx`` cannot download the other
 projects' ``objects.inv``. This script writes small inventories instead, from the packages
@@ -50,6 +50,10 @@ PROJECTS: dict[str, tuple[str, list[tuple[str, str, str]]]] = {
             )
         ],
     ),
+    "mudata": (
+        "https://mudata.readthedocs.io/stable/",
+        [("mudata", "generated/{name}.html", "generated/{owner}.html#{name}")],
+    ),
     "numpy": (
         "https://numpy.org/doc/stable/",
         [("numpy", "reference/generated/{name}.html", "reference/generated/{name}.html")],
@@ -85,6 +89,7 @@ EXTRA = {
     "pandas.core.series.Series": ("pandas", "class", "reference/api/pandas.Series.html"),
     "pandas.core.indexes.base.Index": ("pandas", "class", "reference/api/pandas.Index.html"),
     "anndata._core.anndata.AnnData": ("anndata", "class", "generated/anndata.AnnData.html"),
+    "mudata._core.mudata.MuData": ("mudata", "class", "generated/mudata.MuData.html"),
 }
 ROOTS = {"torch": "https://docs.pytorch.org/docs/stable/"}
 
@@ -101,7 +106,10 @@ def _public(module) -> Iterator[tuple[str, object]]:
 
 def _entries(namespace: str, page: str, member_page: str) -> Iterator[tuple[str, str, str]]:
     module = importlib.import_module(namespace)
+    package = namespace.split(".")[0]
     for name, obj in _public(module):
+        if package == "mudata" and not getattr(obj, "__module__", "").startswith(package):
+            continue  # re-exported from anndata: documented there
         full = f"{namespace}.{name}"
         role = "class" if inspect.isclass(obj) else "function"
         yield full, role, page.format(name=full)
