@@ -102,3 +102,36 @@ def test_loss_adds_anchor_only_when_on_and_its_gradient_reaches_the_encoder():
     assert module.decoders["rna"].program_values.grad is None
     with pytest.raises(ValueError, match="activity_anchor"):
         ProgramVAE({"rna": 12}, {"rna": "X"}, {"rna": "nb"}, {"rna": mask}, activity_anchor=-1)
+
+
+@pytest.mark.parametrize("mask_mode", ["hard", "soft"])
+def test_member_score_from_nonzero_positions_equals_the_dense_score(mask_mode):
+    gen = np.random.default_rng(3)
+    rna = _counts()
+    atac = (gen.random((rna.shape[0], 30)) < 0.1) * gen.integers(1, 4, (rna.shape[0], 30))
+    atac = atac.astype(np.float32)
+    masks = {"rna": gen.random((12, 4)) < 0.4, "atac": gen.random((30, 4)) < 0.2}
+    moments = {
+        "rna": expression_moments(rna, binary=False),
+        "atac": expression_moments(atac, binary=True),
+    }
+    x = {"rna": torch.from_numpy(rna), "atac": torch.from_numpy(atac)}
+    flat = {m: torch.from_numpy(np.flatnonzero(v.numpy().reshape(-1))) for m, v in x.items()}
+    # positions of stored zeros (as a sparse matrix may hold) change nothing
+    flat["atac"] = torch.cat([flat["atac"], torch.tensor([0, 31, 65])]).unique()
+    for weights in (None, {"atac": 0.5}):
+        module = ProgramVAE(
+            {"rna": 12, "atac": 30},
+            {"rna": "X", "atac": "atac"},
+            {"rna": "nb", "atac": "bernoulli"},
+            {m: torch.from_numpy(v) for m, v in masks.items()},
+            mask_mode=mask_mode,
+            activity_anchor=1.0,
+            feature_moments=moments,
+            modality_weights=weights,
+        )
+        dense = module.member_score(x)
+        sparse = module.member_score(x, flat)
+        torch.testing.assert_close(sparse, dense, rtol=1e-5, atol=1e-5)
+        partial = module.member_score(x, {"rna": flat["rna"][5:], "atac": flat["atac"]})
+        assert not torch.allclose(partial, dense)

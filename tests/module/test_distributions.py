@@ -132,3 +132,68 @@ def test_poisson_matches_torch_with_and_without_positions(with_positions):
         # lgamma(x + 1) of the listed entries only: leaving some out changes the result
         partial = FeaturePoisson(log_rate).log_prob(x, nonzero=positions[: len(positions) // 2])
         assert not torch.allclose(partial, ours)
+
+
+def _accessibility(n_cells, n_peaks, density, seed):
+    gen = torch.Generator().manual_seed(seed)
+    counts = torch.poisson(torch.full((n_cells, n_peaks), 1.5), generator=gen)
+    return counts * (torch.rand(n_cells, n_peaks, generator=gen) < density)
+
+
+def _bernoulli_reference(logits, x):
+    ref = torch.distributions.Bernoulli(logits=logits).log_prob((x > 0).float()).sum(-1)
+    return ref, torch.autograd.grad(ref.sum() + (ref**2).sum() * 1e-3, logits)[0]
+
+
+@pytest.mark.parametrize("positions", ["none", "exact", "with_stored_zeros"])
+def test_bernoulli_cell_log_prob_equals_the_dense_likelihood(positions):
+    from glassvi.module import FeatureBernoulli
+
+    x = _accessibility(40, 500, 0.03, seed=4)  # counts above one are ones
+    gen = torch.Generator().manual_seed(5)
+    logits = (torch.randn(40, 500, generator=gen) * 4.0 - 3.0).requires_grad_()
+    ref, ref_grad = _bernoulli_reference(logits, x)
+    flat = torch.from_numpy(np.flatnonzero(x.numpy().reshape(-1)))
+    nonzero = {
+        "none": None,
+        "exact": flat,
+        "with_stored_zeros": torch.cat([flat, torch.tensor([3, 7, 1234])]).unique(),
+    }[positions]
+    ours = FeatureBernoulli(logits).cell_log_prob(x, nonzero=nonzero)
+    grad = torch.autograd.grad(ours.sum() + (ours**2).sum() * 1e-3, logits)[0]
+    torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-3)
+    torch.testing.assert_close(grad, ref_grad, rtol=1e-4, atol=1e-5)
+
+
+def test_bernoulli_cell_log_prob_misses_ones_whose_positions_are_not_given():
+    from glassvi.module import FeatureBernoulli
+
+    x = _accessibility(8, 100, 0.1, seed=6)
+    logits = torch.randn(8, 100)
+    flat = torch.from_numpy(np.flatnonzero(x.numpy().reshape(-1)))
+    full = FeatureBernoulli(logits).cell_log_prob(x, nonzero=flat)
+    partial = FeatureBernoulli(logits).cell_log_prob(x, nonzero=flat[1:])
+    assert not torch.allclose(full, partial)
+
+
+def test_bernoulli_cell_log_prob_is_finite_and_exact_at_extreme_logits():
+    from glassvi.module import FeatureBernoulli
+
+    logits = torch.tensor([[-200.0, -30.0, 0.0, 30.0, 80.0], [5.0, -5.0, 1e-3, -1e-3, 0.5]])
+    x = torch.tensor([[0.0, 1.0, 1.0, 0.0, 1.0], [1.0, 0.0, 0.0, 1.0, 1.0]])
+    ours = FeatureBernoulli(logits.double()).cell_log_prob(x.double())
+    ref = torch.distributions.Bernoulli(logits=logits.double()).log_prob(x.double()).sum(-1)
+    torch.testing.assert_close(ours, ref)
+    ours32 = FeatureBernoulli(logits).cell_log_prob(x)
+    torch.testing.assert_close(ours32, ref.float(), rtol=1e-5, atol=1e-4)
+
+
+def test_bernoulli_with_sample_dimensions_falls_back_to_torch():
+    from glassvi.module import FeatureBernoulli
+
+    logits = torch.randn(3, 4, 10)
+    x = _accessibility(4, 10, 0.3, seed=7)
+    ours = FeatureBernoulli(logits).cell_log_prob(x)
+    ref = torch.distributions.Bernoulli(logits=logits).log_prob((x > 0).float()).sum(-1)
+    torch.testing.assert_close(ours, ref)
+    assert FeatureBernoulli(logits).probs.shape == (3, 4, 10)

@@ -2,11 +2,17 @@
 
 from ._anchor import expression_moments
 from ._decoders import LinearFeatureDecoder
-from ._distributions import FeatureNegativeBinomial, FeaturePoisson, nonzero_key
+from ._distributions import (
+    FeatureBernoulli,
+    FeatureNegativeBinomial,
+    FeaturePoisson,
+    nonzero_key,
+)
 from ._program import ProgramDecoder, ProgramVAE
 from ._vae import LIKELIHOODS, MULTIOME_ATAC_WEIGHT, GlassVAE, resolve_modality_weights
 
 __all__ = [
+    "FeatureBernoulli",
     "FeatureNegativeBinomial",
     "FeaturePoisson",
     "GlassVAE",

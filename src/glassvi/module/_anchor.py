@@ -31,6 +31,20 @@ def normalised_log_expression(x: torch.Tensor, binary: bool) -> torch.Tensor:
     return torch.log1p(x * (TARGET_SUM / total))
 
 
+def normalised_log_values(
+    values: torch.Tensor, rows: torch.Tensor, n_cells: int, binary: bool
+) -> torch.Tensor:
+    """:func:`normalised_log_expression` at the non-zero entries of a minibatch only.
+
+    ``values`` are the counts at the entries, ``rows`` their cells; both functions are zero at
+    zero counts, so these values are all there is of the normalised minibatch.
+    """
+    if binary:
+        return (values > 0).to(values.dtype)
+    total = values.new_zeros(n_cells).index_add_(0, rows, values).clamp(min=1.0)
+    return torch.log1p(values * (TARGET_SUM / total[rows]))
+
+
 def expression_moments(X, binary: bool) -> tuple[np.ndarray, np.ndarray]:
     """Mean and standard deviation of each feature's normalised log expression.
 

@@ -18,13 +18,18 @@ Both vanish at ``x = 0``: when the data loader passes the positions of the non-z
 knows them from the sparse matrix), they are evaluated there only. The value and the gradients
 (written out by hand, so no autograd graph of intermediates is kept) equal those of
 :class:`scvi.distributions.NegativeBinomial` up to float32 rounding.
+
+The Bernoulli log-likelihood of binary accessibility, summed over the features of a cell, is
+``sum over the ones of the logits - sum over all features of softplus(logits)``
+(:class:`FeatureBernoulli`): the first sum is read at the non-zero positions only, the second is
+one pass over the logits that also gives the gradient.
 """
 
 from __future__ import annotations
 
 import torch
 from scvi.distributions import NegativeBinomial
-from torch.distributions import Poisson
+from torch.distributions import Bernoulli, Poisson
 
 #: counts below this are read from the tables; larger ones are evaluated directly
 TABLE_SIZE = 32
@@ -312,3 +317,90 @@ class FeaturePoisson(Poisson):
         ll = ll.contiguous()
         values = value.contiguous().reshape(-1).take(nonzero)
         return ll.view(-1).index_add(0, nonzero, -torch.lgamma(values + 1.0)).view_as(ll)
+
+
+class _BernoulliCellLogProb(torch.autograd.Function):
+    """Per-cell Bernoulli log-likelihood from the logits and the positions of the ones.
+
+    ``log p(x_c) = sum_{g: x_cg = 1} l_cg - sum_g softplus(l_cg)``: the first sum runs over the
+    ones only (a gather), the second over all entries is one pass over the logits, read as
+    ``log(sigmoid(-l))``. That pass also gives ``1 - sigmoid(l)``, which is all the backward
+    pass needs: ``d / d l_cg = x_cg - sigmoid(l_cg)``. ``weight`` (one value per listed
+    position, 1 for a one and 0 for a stored zero) lets the positions include stored zeros.
+    """
+
+    @staticmethod
+    def forward(ctx, logits, flat, weight):
+        n_feat = logits.shape[-1]
+        q = torch.neg(logits).sigmoid_()  # 1 - sigmoid(logits)
+        # sigmoid(-l) is 0 in float32 for l > 88; softplus(l) is then read as -log(tiny) = 87.3
+        ll = torch.log(q.clamp_min_(torch.finfo(q.dtype).tiny)).sum(-1)
+        rows = torch.div(flat, n_feat, rounding_mode="floor")
+        ll.index_add_(0, rows, logits.reshape(-1).take(flat) * weight)
+        ctx.save_for_backward(q, flat, rows, weight)
+        return ll
+
+    @staticmethod
+    def backward(ctx, grad):
+        q, flat, rows, weight = ctx.saved_tensors
+        # d ll_c / d l_cg = x_cg - sigmoid(l_cg) = x_cg - 1 + q_cg
+        out = q.sub(1.0).mul_(grad.unsqueeze(-1))
+        out.view(-1).index_add_(0, flat, grad[rows] * weight)
+        return out, None, None
+
+
+class FeatureBernoulli(Bernoulli):
+    """Bernoulli distribution of binary accessibility whose summed log-likelihood is fused.
+
+    A :class:`torch.distributions.Bernoulli` (same ``logits``/``probs``, sampling and moments)
+    with :meth:`cell_log_prob`, the log-likelihood summed over the features of each cell,
+    computed as ``sum over the ones of the logits - sum over all entries of softplus(logits)``.
+    With the positions of the non-zero entries (which the data loader passes for sparse
+    minibatches) the first sum costs one gather per non-zero and the binarised target is never
+    built; the second is one pass over the logits that also yields the gradient. Value and
+    gradient equal those of ``Bernoulli(logits=...).log_prob(x > 0).sum(-1)`` up to float32
+    rounding.
+
+    Parameters
+    ----------
+    logits
+        Logits, shape ``(n_cells, n_features)`` (or with leading sample dimensions).
+
+    Examples
+    --------
+    >>> px = FeatureBernoulli(torch.zeros(2, 3))
+    >>> px.cell_log_prob(torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 0.0]]))
+    tensor([-2.0794, -2.0794])
+    """
+
+    def __init__(self, logits: torch.Tensor):
+        super().__init__(logits=logits, validate_args=False)
+
+    def cell_log_prob(
+        self, value: torch.Tensor, nonzero: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Log-likelihood of ``value > 0`` summed over features, one value per cell.
+
+        Parameters
+        ----------
+        value
+            Counts or binary accessibility, shape ``(n_cells, n_features)``; entries above zero
+            count as ones.
+        nonzero
+            Flat (row-major) positions of the non-zero entries of ``value``, for example from
+            the data loader (positions of stored zeros may be included). With ``None`` they are
+            found by a scan of ``value``.
+
+        Returns
+        -------
+        Log-likelihood of every cell, shape ``(n_cells,)``.
+        """
+        logits = self.logits
+        if logits.dim() != 2 or value.shape != logits.shape or value.requires_grad:
+            return super().log_prob((value > 0).to(logits.dtype)).sum(-1)
+        if nonzero is None:
+            nonzero = (value > 0).reshape(-1).nonzero().squeeze(1)
+            weight = torch.ones(nonzero.numel(), dtype=logits.dtype, device=logits.device)
+        else:
+            weight = (value.reshape(-1).take(nonzero) > 0).to(logits.dtype)
+        return _BernoulliCellLogProb.apply(logits.contiguous(), nonzero, weight)

@@ -10,8 +10,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._anchor import anchor_loss, normalised_log_expression
+from ._anchor import anchor_loss, normalised_log_expression, normalised_log_values
 from ._decoders import LinearFeatureDecoder
+from ._distributions import nonzero_key
 from ._surgery import freeze_columns_hook, freeze_rows_hook, program_mask_from_state
 from ._vae import GlassVAE
 
@@ -469,31 +470,61 @@ class ProgramVAE(GlassVAE):
         self._member_matrices[mod] = matrix
         return matrix
 
-    def member_score(self, x: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    def member_score(
+        self,
+        x: Mapping[str, torch.Tensor],
+        nonzero: Mapping[str, torch.Tensor | None] | None = None,
+    ) -> torch.Tensor:
         """Mean standardised log-normalised expression of each program's members, per cell.
 
         This is the gene-set score the activities are anchored to (cells x programs; 0 for a
         program without members). Members of each modality count by that modality's weight
-        (``modality_weights``), so by default peaks do not steer the anchor next to genes.
+        (``modality_weights``), so by default peaks do not steer the anchor next to genes, and
+        a modality of weight 0 is not read at all. ``nonzero`` maps modalities to the flat
+        positions of the non-zero counts of their minibatch (as the data loader passes them);
+        the score is then computed from these entries only: a member's standardised value is
+        ``(y - mean) / sd`` with ``y = 0`` at zero counts, so the sum over members is the sum of
+        ``y / sd`` over the non-zero entries minus a constant per program.
         """
-        total, count = None, None
+        nonzero = dict(nonzero or {})
+        n_cells = next(iter(x.values())).shape[0]
+        total = torch.zeros(n_cells, self.n_programs, device=self.group_weights.device)
+        count = torch.zeros(self.n_programs, device=self.group_weights.device)
         for i, mod in enumerate(self.modalities):
             # a modality counts as much as it may shape the activities (modality_weights)
             weight = self.modality_weights[i]
+            if float(weight) == 0.0:
+                continue
             binary = self.likelihoods[mod] == "bernoulli"
-            y = normalised_log_expression(x[mod].float(), binary)
-            y = (y - getattr(self, f"feature_mean_{mod}")) / getattr(self, f"feature_sd_{mod}")
+            mean = getattr(self, f"feature_mean_{mod}")
+            sd = getattr(self, f"feature_sd_{mod}")
             members = self._member_matrix(mod)
-            sums = weight * torch.sparse.mm(members, y.T).T
-            n = weight * self.decoders[mod].mask_sizes().to(y.dtype)
-            total = sums if total is None else total + sums
-            count = n if count is None else count + n
+            flat = nonzero.get(mod)
+            if flat is None:
+                y = normalised_log_expression(x[mod].float(), binary)
+                y = (y - mean) / sd
+                sums = torch.sparse.mm(members, y.T).T
+            else:
+                n_feat = x[mod].shape[-1]
+                rows = torch.div(flat, n_feat, rounding_mode="floor")
+                cols = flat - rows * n_feat
+                values = x[mod].float().reshape(-1).take(flat)
+                y = normalised_log_values(values, rows, n_cells, binary) / sd[cols]
+                ys = torch.sparse_coo_tensor(
+                    torch.stack([cols, rows]), y, (n_feat, n_cells), check_invariants=False
+                )
+                # members x (y / sd) over the non-zero entries, minus members x (mean / sd)
+                offset = torch.sparse.mm(members, (mean / sd).unsqueeze(1)).squeeze(1)
+                sums = torch.sparse.mm(members, ys).to_dense().T - offset
+            total = total + weight * sums
+            count = count + weight * self.decoders[mod].mask_sizes().to(total.dtype)
         return total / count.clamp(min=1.0)
 
     def anchor_penalty(self, tensors: dict, activity: torch.Tensor) -> torch.Tensor:
         """Anchor term of the loss for a minibatch (see ``activity_anchor``)."""
         x = {mod: tensors[key] for mod, key in self.registry_keys.items()}
-        score = self.member_score(x)
+        nonzero = {mod: tensors.get(nonzero_key(key)) for mod, key in self.registry_keys.items()}
+        score = self.member_score(x, nonzero)
         start = min(self.n_frozen, self.n_programs)
         weights = self.activity_anchor * self.group_weights[start:] ** 2
         return anchor_loss(activity[:, start : self.n_programs], score[:, start:], weights)
