@@ -1,6 +1,7 @@
 import re
 import warnings
 
+import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
@@ -152,9 +153,26 @@ def test_attribution_heatmap(rna_trained, tmp_path, kind):
     groups = [t.get_text() for t in ax.get_yticklabels()]
     assert groups == list(table.columns)
     features = [t.get_text() for t in ax.get_xticklabels()]
-    first = table[groups[0]].abs().nlargest(3).index
+    # each group's features are its evidence for it: the largest signed values
+    first = table[groups[0]].nlargest(3).index
     assert features[:3] == list(first)
     assert len(features) <= 3 * len(groups) and len(set(features)) == len(features)
+
+
+def test_attribution_heatmap_signed_and_absolute():
+    adata = ad.AnnData(np.zeros((2, 4), dtype=np.float32))
+    adata.var_names = ["marker", "against", "small", "other"]
+    adata.varm["attr"] = pd.DataFrame(
+        {"A": [1.0, -5.0, 0.5, 0.1], "B": [0.0, 2.0, -0.1, 0.3]}, index=adata.var_names
+    )
+
+    def drawn(**kw):
+        ax = glassvi.pl.attribution_heatmap(adata, "attr", n_top=1, show=False, **kw)
+        return [t.get_text() for t in ax.get_xticklabels()]
+
+    assert drawn() == ["marker", "against"]
+    # by magnitude, the strongest evidence against A leads A's features
+    assert drawn(absolute=True) == ["against", "other"]
 
 
 def test_attribution_heatmap_bad_keys(rna_trained):

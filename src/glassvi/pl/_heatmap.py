@@ -54,6 +54,7 @@ def attribution_heatmap(
     groups: Sequence[str] | None = None,
     modality: str | None = None,
     kind: Literal["heatmap", "dotplot"] = "heatmap",
+    absolute: bool = False,
     standard_scale: Literal["feature", "group"] | None = None,
     cmap: str | None = None,
     ax=None,
@@ -66,8 +67,11 @@ def attribution_heatmap(
     Reads a features x groups table from ``.varm``, such as the per-target attributions
     ``varm[f"{prefix}_{method}_{target}"]`` (signed mean) or its ``_abs`` companion (mean
     absolute attribution) written by :mod:`glassvi.explain`, or decoder weights (features x
-    programs). The ``n_top`` features of every group are collected (by magnitude) and drawn
-    for every group; a box marks the features each group selected.
+    programs). The ``n_top`` features of every group are collected and drawn for every group; a
+    box marks the features each group selected. By default a group's features are those with
+    the largest signed values, the evidence *for* the group (as in
+    :func:`glassvi.tl.rank_features`): a feature that counts strongly against a group is not
+    taken for one of its markers. ``absolute=True`` selects by magnitude instead.
 
     Parameters
     ----------
@@ -84,6 +88,8 @@ def attribution_heatmap(
     kind
         ``"heatmap"`` (colored cells) or ``"dotplot"`` (dot size = magnitude relative to the
         largest, color = value).
+    absolute
+        Select each group's features by magnitude (either sign) rather than by signed value.
     standard_scale
         Rescale values to [0, 1] per ``"feature"`` or per ``"group"``; default none.
     cmap
@@ -103,7 +109,8 @@ def attribution_heatmap(
 
     Examples
     --------
-    >>> glassvi.pl.attribution_heatmap(adata, "programvi_ig_cell_type_abs", n_top=5)
+    >>> glassvi.pl.attribution_heatmap(adata, "linearvi_integrated_gradients_labels", n_top=5)
+    >>> glassvi.pl.attribution_heatmap(adata, "programvi_ig_cell_type", absolute=True)
     """
     check_data(adata)
     if n_top < 1:
@@ -118,7 +125,7 @@ def attribution_heatmap(
     if not groups:
         raise ValueError(f"{where} has no columns to draw.")
     table = table[groups].astype(float)
-    features, spans = top_per_group(table, n_top, groups, by_abs=True)
+    features, spans = top_per_group(table, n_top, groups, by_abs=absolute)
     values = _scale(table.loc[features].T, standard_scale)  # groups x features
 
     signed = standard_scale is None and bool((values.to_numpy() < 0).any())
