@@ -232,3 +232,47 @@ def test_rank_features_no_off_by_one():
         glassvi.tl.rank_features(adata, "att", "NK")
     with pytest.raises(KeyError, match="not in .varm"):
         glassvi.tl.rank_features(adata, "missing", "B")
+
+
+def test_shap_explains_each_cell_for_its_annotated_class(linear_case):
+    module, x_rna, x_atac, batch = linear_case
+    annotated = torch.tensor([0, 1, 2, 3, -1, 0, 1, 2, 3, -1])
+    g = torch.Generator().manual_seed(5)
+    background = (torch.rand(6, 7, generator=g) * 5, (torch.rand(6, 5, generator=g) > 0.5).float())
+
+    def batches():
+        for s in range(0, 10, 4):
+            sl = slice(s, s + 4)
+            yield AttributionBatch(
+                (x_rna[sl], x_atac[sl]),
+                (batch[sl], None, None),
+                np.arange(10)[sl],
+                None,
+                annotated[sl],
+            )
+
+    res = attribute(
+        TargetModel(module, "labels", label_contrast="mean"),
+        batches(),
+        "shap",
+        n_cells=10,
+        n_targets=4,
+        baseline=background,
+        n_samples=400,
+        return_per_cell=True,
+    )
+    with torch.no_grad():
+        z = module.latent_from_inputs({"rna": x_rna, "atac": x_atac}, batch)
+        pred = module.classifier(z).argmax(1)
+        W = module.classifier.weight
+        W = (4 * W - W.sum(0, keepdim=True)) / 3  # the "mean" margin is linear
+    classes = torch.where(annotated >= 0, annotated, pred)
+    np.testing.assert_array_equal(res.classes, classes.numpy())
+    # SHAP of a linear margin: (x - E[background]) times the explained class's gradient
+    grad = (module.A.detach() @ W.T).T[classes]
+    want = ((x_rna - background[0].mean(0)) * grad).numpy()
+    np.testing.assert_allclose(res.per_cell[0], want, atol=0.6)
+    # a class other than the predicted one: cell 0 is annotated 0
+    if pred[0] != 0:
+        other = ((x_rna[0] - background[0].mean(0)) * (module.A.detach() @ W.T).T[pred[0]]).numpy()
+        assert np.abs(res.per_cell[0][0] - want[0]).max() < np.abs(other - want[0]).max()

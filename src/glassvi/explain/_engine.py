@@ -303,7 +303,6 @@ def _shap_attribute(
     model: TargetModel,
     inputs: tuple[torch.Tensor, ...],
     covariates: tuple,
-    predicted: bool,
     n_samples: int,
     seed: int,
 ) -> list[torch.Tensor]:
@@ -330,12 +329,8 @@ def _shap_attribute(
         values = explainer.shap_values(
             [x[idx] for x in inputs],
             nsamples=n_samples,
-            ranked_outputs=1 if predicted else None,
-            output_rank_order="max",
             rseed=seed,
         )
-        if predicted:
-            values = values[0]
         if len(inputs) == 1:
             # with one input shap returns the array itself rather than a list of arrays
             values = [values]
@@ -348,6 +343,56 @@ def _shap_attribute(
         for idx, v in parts:
             full[idx] = v
         out[m] = full
+    return out
+
+
+class ClassOutput(nn.Module):
+    """The output of one class of a label target model, as a one-column tensor.
+
+    SHAP's explainers explain every output of a model; explaining each cell for its own class
+    (annotated or predicted) runs the explainer on the cells of one class at a time, on that
+    class's output only, at the cost of one output per cell.
+    """
+
+    def __init__(self, model: TargetModel, label: int):
+        super().__init__()
+        self.model = model
+        self.label = label
+
+    def forward(self, *args) -> torch.Tensor:
+        """Output of the class, ``(cells, 1)``."""
+        return self.model(*args)[:, self.label : self.label + 1]
+
+
+def _shap_by_class(
+    shap,
+    explainers: dict,
+    model: TargetModel,
+    inputs: tuple[torch.Tensor, ...],
+    covariates: tuple,
+    classes: torch.Tensor,
+    baseline: Sequence[torch.Tensor],
+    n_samples: int,
+    seed: int,
+) -> list[torch.Tensor]:
+    """SHAP values of every cell for the output of its class, ``(cells, features, 1)`` each."""
+    n = inputs[0].shape[0]
+    out = [torch.zeros(n, x.shape[1], 1, device=x.device) for x in inputs]
+    for label in torch.unique(classes).tolist():
+        idx = torch.nonzero(classes == label).reshape(-1)
+        part = tuple(c[idx] if isinstance(c, torch.Tensor) else c for c in covariates)
+        if label not in explainers:
+            model.fixed_covariates = tuple(
+                c[:1] if isinstance(c, torch.Tensor) else None for c in part
+            )
+            explainers[label] = shap.GradientExplainer(
+                ClassOutput(model, label), list(baseline), batch_size=n_samples
+            )
+        values = _shap_attribute(
+            explainers[label], model, tuple(x[idx] for x in inputs), part, n_samples, seed
+        )
+        for m, v in enumerate(values):
+            out[m][idx] = v.reshape(idx.shape[0], -1, 1)
     return out
 
 
@@ -447,6 +492,7 @@ def attribute(
             raise ValueError("method='shap' needs a baseline (background sample).")
         model.fixed_covariates = (None, None, None)
         explainer = None
+        class_explainers: dict[int, object] = {}
     else:
         explainer = _captum_explainer(spec, model)
 
@@ -481,15 +527,26 @@ def attribute(
         else:
             target_list = [torch.full((n,), t, device=device) for t in range(n_targets)]
 
-        if spec.backend == "shap":
+        if spec.backend == "shap" and predicted_mode:
+            values = _shap_by_class(
+                shap,
+                class_explainers,
+                model,
+                inputs,
+                batch.covariates,
+                explained,
+                baseline,
+                n_samples,
+                seed,
+            )
+            results = [(tuple(v[..., 0] for v in values), None)]
+        elif spec.backend == "shap":
             if explainer is None:
                 model.fixed_covariates = tuple(
                     c[:1] if isinstance(c, torch.Tensor) else None for c in batch.covariates
                 )
                 explainer = shap.GradientExplainer(model, list(baseline), batch_size=n_samples)
-            values = _shap_attribute(
-                explainer, model, inputs, batch.covariates, predicted_mode, n_samples, seed
-            )
+            values = _shap_attribute(explainer, model, inputs, batch.covariates, n_samples, seed)
             results = [(tuple(v[..., j] for v in values), None) for j in range(len(target_list))]
         else:
             results = []

@@ -357,7 +357,7 @@ def _attribution_explain(
             batch_size,
             progress_bar,
             f"{method} ({target_name})",
-            with_labels=labels and label_target == "annotated" and spec.backend != "shap",
+            with_labels=labels and label_target == "annotated",
         )
         result = attribute(
             target_model,
@@ -406,7 +406,7 @@ def _attribution_explain(
     if labels:
         meta.update(
             label_contrast=label_contrast,
-            label_target=label_target if spec.backend != "shap" else "predicted",
+            label_target=label_target,
             labels_key=_labels_key(model),
             varm_definition=_LABEL_VARM_DEFINITION[label_contrast],
         )
