@@ -276,3 +276,31 @@ def test_shap_explains_each_cell_for_its_annotated_class(linear_case):
     if pred[0] != 0:
         other = ((x_rna[0] - background[0].mean(0)) * (module.A.detach() @ W.T).T[pred[0]]).numpy()
         assert np.abs(res.per_cell[0][0] - want[0]).max() < np.abs(other - want[0]).max()
+
+
+def test_above_baseline_keeps_the_evidence_of_what_the_cell_has_more_of(linear_case):
+    module, x_rna, x_atac, batch = linear_case
+    g = torch.Generator().manual_seed(7)
+    base = (torch.rand(1, 7, generator=g) * 5, (torch.rand(1, 5, generator=g) > 0.5).float())
+    runs = {}
+    for above in (False, True):
+        runs[above] = attribute(
+            TargetModel(module, "labels", label_contrast="mean"),
+            _batches(x_rna, x_atac, batch),
+            "integrated_gradients",
+            n_cells=10,
+            n_targets=4,
+            baseline=base,
+            n_steps=4,
+            return_per_cell=True,
+            above_baseline=above,
+        )
+    full, kept = runs[False].per_cell, runs[True].per_cell
+    for m, x in enumerate((x_rna, x_atac)):
+        above = (x > base[m]).numpy()
+        assert 0 < above.mean() < 1
+        np.testing.assert_allclose(kept[m], full[m] * above, rtol=1e-6)
+    # completeness is reported for the complete attributions
+    np.testing.assert_allclose(runs[True].delta, runs[False].delta, atol=1e-6)
+    np.testing.assert_allclose(runs[True].output_gap, runs[False].output_gap, atol=1e-6)
+    assert np.abs(full[0].sum(1) + full[1].sum(1) - runs[True].output_gap[:, 0]).max() < 1e-4

@@ -136,9 +136,22 @@ def test_label_defaults_contrast_annotated_classes_against_a_background(trained)
     assert meta["n_cells_per_target"] == [int(counts[c]) for c in meta["columns"]]
     # the averaged paths keep completeness: sum of attributions = margin(x) - mean margin(b)
     assert meta["convergence"]["relative_delta"] < 0.05
-    # the evidence for a type still comes mostly from its own programs
+    assert meta["above_baseline"] and "above its baseline" in meta["varm_definition"]
+    # the evidence for a type comes from its own programs: counted only where a cell
+    # expresses more than the background cell it is compared with, the absence of the other
+    # types' programs no longer crowds them out
     adata.varm["default_labels"] = out["varm"]["rna"][key]
-    assert np.mean(list(_precision_at_k(adata, "default_labels").values())) >= 0.6
+    default = np.mean(list(_precision_at_k(adata, "default_labels").values()))
+    complete = model.explain(
+        method=IG, target="labels", n_steps=20, above_baseline=False, inplace=False, **EXPLAIN_KW
+    )
+    assert not complete["uns"][key]["above_baseline"]
+    adata.varm["complete_labels"] = complete["varm"]["rna"][key]
+    both = np.mean(list(_precision_at_k(adata, "complete_labels").values()))
+    print("precision@20, above the baseline / complete:", default, both)
+    assert default >= 0.8 and default > both
+    with pytest.raises(ValueError, match="above_baseline"):
+        model.explain(method="shap", target="labels", above_baseline=True, **EXPLAIN_KW)
     # label_contrast="mean": the per-cell entry decomposes the margin exactly
     out = model.explain(
         method=IG, target="labels", n_steps=4, label_contrast="mean", inplace=False, **EXPLAIN_KW

@@ -411,6 +411,7 @@ def attribute(
     cell_masks: Sequence[torch.Tensor | None] | None = None,
     return_per_cell: bool = False,
     seed: int = 0,
+    above_baseline: bool = False,
 ) -> AttributionResult:
     """Attribute the outputs of ``model`` to its inputs, batch by batch, aggregating as it goes.
 
@@ -452,6 +453,13 @@ def attribute(
         Seed of every random draw (background pairing, GradientSHAP's samples, SHAP's
         sampling): the same seed gives the same result. NumPy's and torch's global generators
         are seeded for the call and restored afterwards.
+    above_baseline
+        Keep each feature's attribution only where the cell's value is above its baseline's
+        (for a background sample, the background cell it is paired with): the evidence the
+        cell's own expression carries. The part left out comes from features the cell has less
+        of than the baseline (such as another type's markers that the cell lacks). The
+        completeness delta and ``output_gap`` are those of the complete attributions. Methods
+        whose baseline is a distribution (the SHAP-style ones) ignore it.
 
     Returns
     -------
@@ -539,7 +547,7 @@ def attribute(
                 n_samples,
                 seed,
             )
-            results = [(tuple(v[..., 0] for v in values), None)]
+            results = [(tuple(v[..., 0] for v in values), None, None)]
         elif spec.backend == "shap":
             if explainer is None:
                 model.fixed_covariates = tuple(
@@ -547,11 +555,13 @@ def attribute(
                 )
                 explainer = shap.GradientExplainer(model, list(baseline), batch_size=n_samples)
             values = _shap_attribute(explainer, model, inputs, batch.covariates, n_samples, seed)
-            results = [(tuple(v[..., j] for v in values), None) for j in range(len(target_list))]
+            results = [
+                (tuple(v[..., j] for v in values), None, None) for j in range(len(target_list))
+            ]
         else:
             results = []
             for target in target_list:
-                total, total_delta = None, None
+                total, total_delta, total_gap = None, None, None
                 for _ in range(n_draws):
                     bl = expand_baseline(baseline, n, method, generator)
                     attrs, d = _captum_attribute(
@@ -570,16 +580,22 @@ def attribute(
                             model, attrs, outputs, bl, target, batch.covariates
                         )
                     attrs = tuple(a.detach() for a in attrs)
-                    total = attrs if total is None else tuple(t + a for t, a in zip(total, attrs))
                     if d is not None:
+                        # f(x) - f(baseline), from the complete attributions
+                        g = sum(a.sum(dim=1) for a in attrs) - d.detach()
                         total_delta = d if total_delta is None else total_delta + d
+                        total_gap = g if total_gap is None else total_gap + g
+                    if above_baseline and bl is not None and spec.pairs_background:
+                        attrs = tuple(a * (x > b) for a, x, b in zip(attrs, inputs, bl))
+                    total = attrs if total is None else tuple(t + a for t, a in zip(total, attrs))
                 if n_draws > 1:
                     # the average over baselines: its completeness delta is the average delta
                     total = tuple(t / n_draws for t in total)
                     total_delta = None if total_delta is None else total_delta / n_draws
-                results.append((total, total_delta))
+                    total_gap = None if total_gap is None else total_gap / n_draws
+                results.append((total, total_delta, total_gap))
 
-        for j, (attrs, d) in enumerate(results):
+        for j, (attrs, d, output_gap) in enumerate(results):
             target_index = target_list[j]
             acc.update(attrs, target_index, batch.groups)
             if not predicted_mode:
@@ -593,7 +609,7 @@ def attribute(
                 cell_scores[pos, j] = score.cpu().numpy()
             if d is not None:
                 delta[pos, j] = d.detach().cpu().numpy()
-                gap[pos, j] = (sum(a.sum(dim=1) for a in attrs) - d).detach().cpu().numpy()
+                gap[pos, j] = output_gap.detach().cpu().numpy()
             if per_cell is not None:
                 for m, a in enumerate(attrs):
                     per_cell[m].append((pos, j, a.cpu().numpy().astype(np.float32)))

@@ -60,6 +60,7 @@ def explain_model(
     progress_bar: bool = True,
     label_contrast: str = "rest",
     label_target: str = "annotated",
+    above_baseline: bool | None = None,
 ) -> dict | None:
     """Explain a model and write the explanation into the AnnData/MuData.
 
@@ -107,6 +108,9 @@ def explain_model(
     label_target
         ``target="labels"``: explain each cell for its ``"annotated"`` class (predicted for
         unlabelled cells) or its ``"predicted"`` class.
+    above_baseline
+        Keep each feature's attribution only where the cell's value is above its baseline's;
+        ``None``: for ``target="labels"`` with a method pairing each cell with one baseline.
 
     Returns
     -------
@@ -234,6 +238,11 @@ _LABEL_VARM_DEFINITION = {
     "the other logits",
     "none": "mean attribution, over the cells explained for class c, of the logit of c",
 }
+#: added to the definition with ``above_baseline``
+_ABOVE_BASELINE = (
+    "; each feature counted only where the cell's value is above its baseline's (the evidence "
+    "the cell's own expression carries)"
+)
 #: what ``.obsm[key]`` holds for ``target="labels"``, per ``label_contrast``
 _LABEL_CELL_DEFINITION = {
     "rest": "contribution z_k * (W[c, k] - sum_j q_j W[j, k]) of each latent unit to the "
@@ -304,10 +313,19 @@ def _attribution_explain(
     progress_bar: bool,
     label_contrast: str = "rest",
     label_target: str = "annotated",
+    above_baseline: bool | None = None,
 ) -> dict | None:
     # every check runs before any attribution is computed
     spec = method_spec(method)
     check_label_options(label_contrast, label_target)
+    pairs = spec.backend == "captum" and spec.pairs_background and spec.default_baseline
+    if above_baseline is None:
+        above_baseline = bool(pairs) and target == "labels"
+    elif above_baseline and not pairs:
+        raise ValueError(
+            f"above_baseline=True needs a method that compares each cell with one baseline "
+            f"(integrated_gradients, deeplift); {method!r} does not."
+        )
     n_samples = spec.n_samples if n_samples is None else n_samples
     n_background = spec.n_background if n_background is None else n_background
     target_name, columns = _target_columns(model, target)
@@ -372,6 +390,7 @@ def _attribution_explain(
             cell_masks=masks,
             return_per_cell=return_per_cell,
             seed=seed,
+            above_baseline=bool(above_baseline),
         )
     finally:
         module.train(was_training)
@@ -400,6 +419,7 @@ def _attribution_explain(
         if rows is not None
         else 0,
         "input": "counts (binarised accessibility for Bernoulli modalities)",
+        "above_baseline": bool(above_baseline) and rows is not None,
         "obsm_definition": cell_definition,
         "modalities": {r: (model._modality_names.get(r) or "") for r in model.modalities},
     }
@@ -408,7 +428,8 @@ def _attribution_explain(
             label_contrast=label_contrast,
             label_target=label_target,
             labels_key=_labels_key(model),
-            varm_definition=_LABEL_VARM_DEFINITION[label_contrast],
+            varm_definition=_LABEL_VARM_DEFINITION[label_contrast]
+            + (_ABOVE_BASELINE if above_baseline and rows is not None else ""),
         )
     results = attribution_results(
         result,

@@ -228,6 +228,7 @@ class GlassModelBase(
         progress_bar: bool = True,
         label_contrast: Literal["rest", "mean", "none"] = "rest",
         label_target: Literal["annotated", "predicted"] = "annotated",
+        above_baseline: bool | None = None,
     ) -> dict | None:
         """Explain the model and write the explanation into the AnnData/MuData.
 
@@ -307,7 +308,16 @@ class GlassModelBase(
             Class each cell is explained for with ``target="labels"``: ``"annotated"``
             (default): its label in the registered ``labels_key``, or its predicted class when
             it is of the unlabelled category; ``"predicted"``: its predicted class.
-            ``method="shap"`` always explains the predicted class.
+        above_baseline
+            Keep each feature's attribution only where the cell's value is above that of the
+            baseline it is compared with (for a background, the background cell it is paired
+            with): the evidence the cell's own expression carries. What is left out comes from
+            features the cell has less of than the baseline, such as the markers of another
+            type that the cell lacks, which otherwise count as evidence for its class and
+            crowd its markers out of the top ranks. ``None`` (default): ``True`` for
+            ``target="labels"`` with a method that compares each cell with one baseline at a
+            time (integrated gradients, DeepLIFT), else ``False``. The completeness delta is
+            that of the complete attributions.
 
         Returns
         -------
@@ -331,7 +341,8 @@ class GlassModelBase(
             (annotated as ``c``, or predicted as ``c`` when unlabelled or with
             ``label_target="predicted"``) of the attribution of the class's margin
             (``label_contrast``): positive values are evidence *for* ``c`` against the other
-            classes, negative values evidence against it. Rank it with
+            classes, negative values evidence against it; with ``above_baseline``, only from
+            the features each cell has more of than its baseline. Rank it with
             :func:`glassvi.tl.rank_features`.
         ``.varm[key + "_abs"]``
             The mean absolute attribution.
@@ -354,7 +365,8 @@ class GlassModelBase(
             ``method``, ``target``, ``baseline``, ``n_steps``, ``n_samples``,
             ``baselines_per_cell``, ``columns``, ``cell_columns``, cell counts, ``varm_keys``,
             ``obsm_definition``; for ``target="labels"`` also ``label_contrast``,
-            ``label_target``, ``labels_key`` and ``varm_definition``; and ``convergence``
+            ``label_target``, ``labels_key`` and ``varm_definition``; ``above_baseline``; and
+            ``convergence``
             (``mean_abs_delta``, ``max_abs_delta``, ``mean_abs_output_difference``,
             ``relative_delta``: the completeness gap ``sum(attr) - (f(x) - f(baseline))`` of
             the methods that report it).
