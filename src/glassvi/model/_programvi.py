@@ -108,7 +108,7 @@ class ProgramVI(ProgramEvidenceMixin, DifferentialProgramsMixin, GlassModelBase)
         sets matched to the programs in size and expression. They give
         :meth:`program_evidence` its null distribution and never appear in any output
         (activities, weights, explanations). ``None`` (default): as many as there are programs,
-        at least 100 and at most 1000; ``0`` turns them off (and the p-values with them).
+        at least 300 and at most 1000; ``0`` turns them off (and the p-values with them).
     **module_kwargs
         Further keyword arguments of :class:`~glassvi.module.ProgramVAE`.
 
