@@ -16,8 +16,9 @@ the correlation of every method's activity with the true activity.
 
 Data: ``pbmc68k`` (700 PBMCs x 765 genes, ``bulk_labels``), ``immune1k`` (1,000 immune cells,
 its 2,000 most variable genes, ``cell_type_annotations``) and the RNA of the SNARE-seq mouse
-cortex (a stratified subsample of 1,000 cells x 1,677 genes; ``cell_type``; Hallmark matched
-case-insensitively). Marker programs need at least 3 genes present and 8 cells of their type.
+cortex (a stratified subsample of ``--cortex-cells`` cells, 1,000 by default; ``cell_type``;
+Hallmark matched case-insensitively). Marker programs need at least 3 genes present and 8 cells
+of their type.
 
 Run: ``python benchmarks/programs_real.py [--quick] [--datasets ...] [--update] [--ablation]``;
 writes ``benchmarks/results/programs_real.json`` (after every data set).
@@ -269,10 +270,12 @@ def run_dataset(
     model_kwargs=None,
     log=print,
     ablation=False,
+    activities_dir=None,
+    n_cortex: int = 1000,
 ) -> dict:
     from glassvi.metrics import program_stability
 
-    adata, markers = load(name)
+    adata, markers = load(name, n_cortex=n_cortex)
     add_mask(adata, markers, case_insensitive=name == "cortex")
     log(f"[{name}] {adata.n_obs} cells x {adata.n_vars} genes, {len(markers)} marker programs")
     peers, seconds = score_peers(adata)
@@ -302,6 +305,10 @@ def run_dataset(
             res.update(seed=seed, **info)
             runs.append(res)
             activities.append(activity)
+            if activities_dir is not None:
+                activities_dir.mkdir(parents=True, exist_ok=True)
+                tag = f"{name}_{mode}{suffix.replace(', ', '_').replace(' ', '_')}_{seed}"
+                activity.to_csv(activities_dir / f"{tag}.csv.gz")
             log(
                 f"[{name}] ProgramVI {mode}{suffix} seed {seed}: {res['mean_auroc']:.3f} "
                 f"(min {res['min_auroc']:.3f}, flipped {res['flipped']}, {info['epochs']} "
@@ -386,6 +393,12 @@ def main() -> None:
         action="store_true",
         help="keep the other data sets' results already in --out (run data sets separately)",
     )
+    parser.add_argument(
+        "--cortex-cells", type=int, default=1000, help="cells of the stratified cortex subsample"
+    )
+    parser.add_argument(
+        "--activities", type=Path, default=None, help="also write every ProgramVI activity here"
+    )
     args = parser.parse_args()
     sys.path.insert(0, str(HERE))
     from _common import machine
@@ -406,7 +419,13 @@ def main() -> None:
             result[name] = run_simulated(seeds, modes, args.quick, max_epochs=max_epochs)
         else:
             result[name] = run_dataset(
-                name, seeds, modes, max_epochs=max_epochs, ablation=args.ablation
+                name,
+                seeds,
+                modes,
+                max_epochs=max_epochs,
+                ablation=args.ablation,
+                activities_dir=args.activities,
+                n_cortex=args.cortex_cells,
             )
         result["machine"] = machine()
         # written after every data set, so a long run leaves its finished parts behind
