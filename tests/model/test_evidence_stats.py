@@ -92,7 +92,8 @@ def test_decoys_multimodal_and_small_bins():
     # a decoy copies the same template in every modality
     sizes = list(zip(decoys["rna"].sum(0).tolist(), decoys["atac"].sum(0).tolist()))
     assert sorted(sizes) == [(0, 4), (0, 4), (10, 7), (10, 7)]
-    assert default_n_decoys(5) == 300 and default_n_decoys(400) == 400
+    assert default_n_decoys(5) == 100 and default_n_decoys(45) == 300
+    assert default_n_decoys(20) == 200 and default_n_decoys(400) == 400
     assert default_n_decoys(10**5) == 1000
 
 

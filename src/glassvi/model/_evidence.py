@@ -19,21 +19,30 @@ from scipy import sparse
 
 #: expression bins used to match decoy members to program members
 N_EXPRESSION_BINS = 25
-#: bounds of the default number of decoy programs
-MIN_DECOYS, MAX_DECOYS = 300, 1000
+#: the default number of decoy programs: DECOYS_PER_PROGRAM per program within
+#: [MIN_DECOYS, MAX_SMALL_DECOYS], or one per program up to MAX_DECOYS
+DECOYS_PER_PROGRAM, MIN_DECOYS, MAX_SMALL_DECOYS, MAX_DECOYS = 10, 100, 300, 1000
 
 
 def default_n_decoys(n_programs: int) -> int:
-    """Number of decoy programs trained by default: ``n_programs`` within ``[300, 1000]``.
+    """Number of decoy programs trained by default.
 
-    The smallest p-value is ``1 / (n_decoys + 1)``; with at least 300 decoys a program that
-    beats every decoy passes a Benjamini-Hochberg FDR of 0.1 among up to ~30 x as many
-    programs as there are supported ones. Fewer decoys also make the p-values of one model
-    vary together: on the simulator (planted programs with noisy masks, silent and random gene
-    sets, 6 seeds) 100 decoys called up to 20% of the unused programs in a seed at FDR 0.1,
-    300 at most 7%.
+    Ten per program, at least 100 and at most 300, or one per program when there are more
+    than 300 programs, up to 1000. The smallest p-value is ``1 / (n_decoys + 1)``; with 300
+    decoys a program that beats every decoy passes a Benjamini-Hochberg FDR of 0.1 among up to
+    ~30 x as many programs as there are supported ones. Fewer decoys also make the p-values of
+    one model vary together: on the simulator (45 programs: planted ones with noisy masks,
+    silent and random gene sets; 6 seeds) 100 decoys called up to 20% of the unused programs in
+    a seed at FDR 0.1, 300 at most 7%. Few programs get fewer decoys, so that the decoys do not
+    outnumber them by more than ten to one (they cost training time).
+
+    Examples
+    --------
+    >>> [default_n_decoys(n) for n in (5, 20, 60, 500, 5000)]
+    [100, 200, 300, 500, 1000]
     """
-    return int(min(max(MIN_DECOYS, n_programs), MAX_DECOYS))
+    base = min(MAX_SMALL_DECOYS, max(MIN_DECOYS, DECOYS_PER_PROGRAM * n_programs))
+    return int(min(max(base, n_programs), MAX_DECOYS))
 
 
 def expression_bins(mean: np.ndarray, n_bins: int = N_EXPRESSION_BINS) -> np.ndarray:

@@ -107,8 +107,10 @@ class ProgramVI(ProgramEvidenceMixin, DifferentialProgramsMixin, GlassModelBase)
         Number of hidden decoy programs trained alongside the annotated ones: random feature
         sets matched to the programs in size and expression. They give
         :meth:`program_evidence` its null distribution and never appear in any output
-        (activities, weights, explanations). ``None`` (default): as many as there are programs,
-        at least 300 and at most 1000; ``0`` turns them off (and the p-values with them).
+        (activities, weights, explanations). ``None`` (default): ten per program, at least 100
+        and at most 300, or one per program beyond 300 programs, up to 1000 (see
+        ``glassvi.model._evidence.default_n_decoys``); ``0`` turns them off (and the p-values
+        with them).
     **module_kwargs
         Further keyword arguments of :class:`~glassvi.module.ProgramVAE`.
 
