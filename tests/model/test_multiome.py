@@ -105,21 +105,26 @@ def test_modality_weight_scales_what_atac_does_to_the_latent_units():
     torch.testing.assert_close(out_full.loss, torch.mean(rec["rna"] + rec["atac"] + kl))
 
 
-# marker programs of cortical cell types (mouse symbols) and the cell types each one marks
+# marker programs of cortical cell types (mouse symbols; the "dev" lists of
+# benchmarks/multiome.py) and the cell types each one marks
 CORTEX_MARKERS = {
-    "Excitatory": (["Slc17a7", "Neurod6", "Cux2", "Fezf2"], ["L2/3", "L4/5", "L6"]),
+    "Excitatory": (["Slc17a7", "Satb2", "Neurod6", "Cux2", "Fezf2"], ["L2/3", "L4/5", "L6"]),
     "Inhibitory": (["Gad1", "Gad2", "Dlx2", "Dlx5"], ["Pvalb", "Sst", "Npy", "CGE"]),
     "Pvalb": (["Pvalb", "Kcnc1", "Tac1"], ["Pvalb"]),
     "Sst": (["Sst", "Elfn1", "Grin3a"], ["Sst"]),
     "Oligo": (["Mbp", "Plp1", "Mog", "Mobp"], ["Oligo"]),
-    "OPC": (["Vcan", "Olig1", "Bcan", "Ptprz1"], ["OPC"]),
-    "Astro": (["Gja1", "Slc1a3", "Aldoc", "Fgfr3"], ["Astro"]),
-    "Microglia": (["Cx3cr1", "Csf1r", "Hexb", "C1qa"], ["MGC"]),
-    "Endo": (["Flt1", "Pecam1", "Esam"], ["Endo"]),
+    "OPC": (["Pdgfra", "Cspg4", "Vcan", "Olig1", "Bcan", "Ptprz1"], ["OPC"]),
+    "Astro": (["Aqp4", "Gja1", "Slc1a3", "Aldoc", "Fgfr3"], ["Astro"]),
+    "Microglia": (["Cx3cr1", "P2ry12", "Csf1r", "Hexb", "C1qa"], ["MGC"]),
+    "Endo": (["Cldn5", "Flt1", "Pecam1", "Esam"], ["Endo"]),
 }
+#: programs scored: the bundled copy has 9 endothelial cells, too few for a stable AUROC
+SCORED = [name for name in CORTEX_MARKERS if name != "Endo"]
 
 
-def _marker_auroc(modalities, **model_kwargs) -> float:
+def _marker_aurocs(modalities, seed: int = 0, **model_kwargs) -> dict[str, float]:
+    """AUROC of each marker program's activity for its cell types (bundled SNARE-seq)."""
+    import scvi
     from sklearn.metrics import roc_auc_score
 
     mdata = glassvi.data.snareseq_cortex()
@@ -130,38 +135,31 @@ def _marker_auroc(modalities, **model_kwargs) -> float:
     data = md.MuData({m: mdata[m] for m in modalities})
     data.obs["sample"] = mdata.obs["sample"].to_numpy()
     ProgramVI.setup_mudata(data, batch_key="sample")
-    scvi_seed(0)
+    scvi.settings.seed = seed
     model = ProgramVI(data, **model_kwargs)
     model.train(max_epochs=40, batch_size=128, train_size=1.0, enable_progress_bar=False)
     activity = model.get_program_activity()
     cell_type = mdata.obs["cell_type"].astype(str).to_numpy()
-    return float(
-        np.mean(
-            [
-                roc_auc_score(np.isin(cell_type, types), activity[name])
-                for name, (_, types) in CORTEX_MARKERS.items()
-            ]
-        )
-    )
-
-
-def scvi_seed(seed: int) -> None:
-    import scvi
-
-    scvi.settings.seed = seed
+    return {
+        name: float(roc_auc_score(np.isin(cell_type, CORTEX_MARKERS[name][1]), activity[name]))
+        for name in SCORED
+    }
 
 
 @pytest.mark.slow
 def test_multiome_marker_programs_not_worse_than_rna_on_real_data():
-    """Real SNARE-seq cortex: RNA+ATAC marker programs are about as good as RNA alone.
+    """Real SNARE-seq cortex: the peaks do not dilute any marker program.
 
-    One seed, 40 epochs; seed-to-seed differences of either model are about 0.02, so this checks
-    that the peaks do not dilute the programs, with that margin. Measured: RNA alone 0.811-0.834
-    and RNA+ATAC by default 0.799-0.830 over runs; the plain joint model (``{"atac": 1.0}``)
-    0.793 next to RNA's 0.811. The deterministic check that ATAC no longer moves the activities
-    by default is ``test_modality_weight_scales_what_atac_does_to_the_latent_units``.
+    ProgramVI RNA+ATAC with default settings against RNA alone, one seed, 40 epochs. Measured
+    over seeds 0, 1, 2 (mean AUROC of the 8 scored programs): RNA alone 0.886 / 0.888 / 0.897,
+    RNA+ATAC 0.891 / 0.892 / 0.902, largest drop of one program 0.048 / 0.018 / 0.016. The plain
+    joint model (``modality_weights={"atac": 1.0}``, the earlier default) fails every check:
+    0.859 / 0.856 / 0.862, with the oligodendrocyte program about 0.10 below RNA alone.
     """
-    rna = _marker_auroc(["rna"])
-    multiome = _marker_auroc(["rna", "atac"])
-    assert multiome >= rna - 0.03, (multiome, rna)
-    assert multiome >= 0.78
+    rna = _marker_aurocs(["rna"])
+    multiome = _marker_aurocs(["rna", "atac"])
+    drops = {name: rna[name] - multiome[name] for name in SCORED}
+    assert max(drops.values()) <= 0.07, drops
+    mean_rna, mean_multiome = np.mean(list(rna.values())), np.mean(list(multiome.values()))
+    assert mean_multiome >= mean_rna - 0.015, (multiome, rna)
+    assert mean_multiome >= 0.87, multiome

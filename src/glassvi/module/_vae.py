@@ -25,8 +25,10 @@ from ._surgery import train_new_categories_
 
 LIKELIHOODS = ("nb", "zinb", "poisson", "bernoulli")
 #: default weight of the ATAC modality in shaping the latent units when another modality is
-#: modelled with it (chosen by measurement on real SNARE-seq cortex data; see
-#: benchmarks/multiome.py)
+#: modelled with it, chosen by measurement on real SNARE-seq cortex data (benchmarks/multiome.py):
+#: ATAC weight 1 lowered marker-program AUROC below RNA alone (0.821 vs 0.855, 3 seeds); weight
+#: 0 kept it (0.859); per-modality encoders combined as a product of experts did not do better
+#: (0.846 with weight 0, 3 seeds; 0.819 with weight 1, seed 0)
 MULTIOME_ATAC_WEIGHT = 0.0
 
 
