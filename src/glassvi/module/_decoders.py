@@ -106,11 +106,19 @@ class LinearFeatureDecoder(nn.Module):
         batch_index: torch.Tensor | None = None,
         cat_covs: torch.Tensor | None = None,
         cont_covs: torch.Tensor | None = None,
+        features: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Natural parameter (log-rate or logit, before library size) of each feature."""
-        return self.add_offsets(
-            F.linear(z, self.effective_weight()), batch_index, cat_covs, cont_covs
-        )
+        """Natural parameter (log-rate or logit, before library size) of each feature.
+
+        With ``features`` (1-D indices), of those features only, in that order.
+        """
+        if features is None:
+            weight = self.effective_weight()
+        else:
+            weight = self.weight[features]
+            if self.mask is not None and self.mask_mode == "hard":
+                weight = weight * self.mask[features]
+        return self.add_offsets(F.linear(z, weight), batch_index, cat_covs, cont_covs, features)
 
     def add_offsets(
         self,
@@ -118,23 +126,29 @@ class LinearFeatureDecoder(nn.Module):
         batch_index: torch.Tensor | None = None,
         cat_covs: torch.Tensor | None = None,
         cont_covs: torch.Tensor | None = None,
+        features: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Add the feature bias and the batch and covariate offsets to ``eta``.
 
         Categorical offsets enter as one-hot products (a small matrix product whose gradient is
-        another), not as row lookups, whose gradient is a scatter over cells x features.
+        another), not as row lookups, whose gradient is a scatter over cells x features. With
+        ``features``, ``eta`` holds those features only.
         """
-        bias = self.bias
+
+        def columns(param: torch.Tensor) -> torch.Tensor:
+            return param if features is None else param[..., features]
+
+        bias = columns(self.bias)
         if batch_index is not None and self.batch_offset.shape[0] == 1:
-            bias = bias + self.batch_offset[0]
+            bias = bias + columns(self.batch_offset[0])
         eta = eta + bias
         if batch_index is not None and self.batch_offset.shape[0] > 1:
-            eta = _add_category_offset(eta, batch_index.reshape(-1), self.batch_offset)
+            eta = _add_category_offset(eta, batch_index.reshape(-1), columns(self.batch_offset))
         if cat_covs is not None:
             for j, offsets in enumerate(self.cat_offsets):
-                eta = _add_category_offset(eta, cat_covs[:, j], offsets)
+                eta = _add_category_offset(eta, cat_covs[:, j], columns(offsets))
         if cont_covs is not None and self.cont_slope is not None:
-            eta = torch.addmm(eta, cont_covs.to(eta.dtype), self.cont_slope)
+            eta = torch.addmm(eta, cont_covs.to(eta.dtype), columns(self.cont_slope))
         return eta
 
     @torch.no_grad()

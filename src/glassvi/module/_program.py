@@ -39,22 +39,22 @@ class _IndexedMatmul(torch.autograd.Function):
         weight = _csr(crow, col, values, (n_features, n_programs))
         ctx.save_for_backward(values, z, crow, col, ccol, row_by_col, order)
         ctx.n_features = n_features
-        return (weight @ z.T).T
+        # sparse @ dense reads the dense operand row by row: pass it contiguous
+        return (weight @ z.T.contiguous()).T
 
     @staticmethod
     def backward(ctx, grad):
         values, z, crow, col, ccol, row_by_col, order = ctx.saved_tensors
         n_features, n_programs = ctx.n_features, z.shape[-1]
-        grad = grad.contiguous()
+        # one features x cells copy of the gradient serves both products
+        grad_t = grad.T.contiguous()
         grad_values = grad_z = None
         if ctx.needs_input_grad[1]:
             weight_t = _csr(ccol, row_by_col, values[order], (n_programs, n_features))
-            grad_z = (weight_t @ grad.T).T
+            grad_z = (weight_t @ grad_t).T
         if ctx.needs_input_grad[0]:
             pattern = _csr(crow, col, torch.zeros_like(values), (n_features, n_programs))
-            grad_values = torch.sparse.sampled_addmm(
-                pattern, grad.T.contiguous(), z.contiguous()
-            ).values()
+            grad_values = torch.sparse.sampled_addmm(pattern, grad_t, z.contiguous()).values()
         return grad_values, grad_z, None, None, None, None, None, None
 
 
@@ -242,26 +242,44 @@ class ProgramDecoder(LinearFeatureDecoder):
         batch_index: torch.Tensor | None = None,
         cat_covs: torch.Tensor | None = None,
         cont_covs: torch.Tensor | None = None,
+        features: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Natural parameter (log-rate or logit, before library size) of each feature."""
+        """Natural parameter (log-rate or logit, before library size) of each feature.
+
+        With ``features`` (1-D indices in increasing order), of those features only.
+        """
         z_prog, z_denovo = z[..., : self.n_programs], z[..., self.n_programs :]
+        n_out = self.n_features if features is None else int(features.numel())
         if self.indexed:
             flat = z_prog.reshape(-1, self.n_programs)
-            eta = _IndexedMatmul.apply(
-                self.program_values,
-                flat,
-                self._crow,
-                self.program_cols,
-                self._ccol,
-                self._row_by_col,
-                self._order,
-                self.n_features,
-            ).reshape(*z.shape[:-1], self.n_features)
+            if features is None:
+                index = (self._crow, self.program_cols, self._ccol, self._row_by_col, self._order)
+                values = self.program_values
+            else:
+                values, index = self._indexed_subset(features)
+            eta = _IndexedMatmul.apply(values, flat, *index, n_out).reshape(*z.shape[:-1], n_out)
         else:
-            eta = z_prog @ self.program_weight.T
+            weight = self.program_weight if features is None else self.program_weight[features]
+            eta = z_prog @ weight.T
         if self.n_denovo:
-            eta = eta + z_denovo @ self.weight.T
-        return self.add_offsets(eta, batch_index, cat_covs, cont_covs)
+            weight = self.weight if features is None else self.weight[features]
+            eta = eta + z_denovo @ weight.T
+        return self.add_offsets(eta, batch_index, cat_covs, cont_covs, features)
+
+    def _indexed_subset(self, features: torch.Tensor):
+        """Program values and CSR layouts of the mask restricted to ``features`` (sorted)."""
+        position = torch.full((self.n_features,), -1, dtype=torch.int64, device=features.device)
+        position[features] = torch.arange(features.numel(), device=features.device)
+        rows = position[self.program_rows]
+        keep = rows >= 0
+        rows, cols = rows[keep], self.program_cols[keep]
+        values = self.program_values[keep]
+        crow = torch.zeros(features.numel() + 1, dtype=torch.int64, device=rows.device)
+        crow[1:] = torch.cumsum(torch.bincount(rows, minlength=features.numel()), 0)
+        order = torch.argsort(cols, stable=True)
+        ccol = torch.zeros(self.n_programs + 1, dtype=torch.int64, device=rows.device)
+        ccol[1:] = torch.cumsum(torch.bincount(cols, minlength=self.n_programs), 0)
+        return values, (crow, cols, ccol, rows[order].contiguous(), order)
 
     # ------------------------------------------------------------------------- constraints
     @torch.no_grad()

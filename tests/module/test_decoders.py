@@ -1,0 +1,74 @@
+"""The program decoder's indexed product against the dense product of its weights."""
+
+import pytest
+import torch
+
+from glassvi.module import ProgramDecoder
+
+
+@pytest.mark.parametrize("n_denovo", [0, 2])
+def test_indexed_program_decoder_matches_the_dense_product_and_its_gradients(n_denovo):
+    gen = torch.Generator().manual_seed(0)
+    n_features, n_programs = 60, 7
+    mask = torch.rand(n_features, n_programs, generator=gen) < 0.15
+    decoder = ProgramDecoder(n_programs + n_denovo, n_features, n_batch=3, mask=mask)
+    with torch.no_grad():
+        decoder.batch_offset.normal_(generator=gen)
+    z = torch.randn(9, n_programs + n_denovo, generator=gen, requires_grad=True)
+    batch = torch.randint(0, 3, (9, 1), generator=gen)
+    weights = torch.randn(9, n_features, generator=gen)
+
+    eta = decoder(z, batch)
+    grads = torch.autograd.grad((eta * weights).sum(), [z, decoder.program_values])
+
+    dense_values = decoder.program_values.detach().clone().requires_grad_()
+    program_weight = torch.zeros(n_features, n_programs).index_put(
+        (decoder.program_rows, decoder.program_cols), dense_values
+    )
+    weight = torch.cat([program_weight, decoder.weight.detach()], 1)
+    reference = z @ weight.T + decoder.bias.detach() + decoder.batch_offset.detach()[batch[:, 0]]
+    ref_grads = torch.autograd.grad((reference * weights).sum(), [z, dense_values])
+
+    torch.testing.assert_close(eta, reference)
+    for ours, ref in zip(grads, ref_grads):
+        torch.testing.assert_close(ours, ref)
+
+
+def _decoders():
+    from glassvi.module import LinearFeatureDecoder
+
+    gen = torch.Generator().manual_seed(1)
+    mask = torch.rand(40, 5, generator=gen) < 0.3
+    kwargs = {"n_batch": 3, "n_cats_per_cov": [2], "n_continuous_cov": 2}
+    decoders = {
+        "linear": LinearFeatureDecoder(5, 40, **kwargs),
+        "linear_hard_mask": LinearFeatureDecoder(5, 40, mask=mask, **kwargs),
+        "program_hard": ProgramDecoder(7, 40, mask=mask, **kwargs),
+        "program_soft": ProgramDecoder(7, 40, mask=mask, mask_mode="soft", **kwargs),
+    }
+    for decoder in decoders.values():
+        with torch.no_grad():
+            for param in decoder.parameters():
+                param.add_(torch.randn(param.shape, generator=gen) * 0.1)
+    return decoders
+
+
+@pytest.mark.parametrize("kind", ["linear", "linear_hard_mask", "program_hard", "program_soft"])
+def test_decoder_on_a_subset_of_features_equals_those_columns(kind):
+    decoder = _decoders()[kind]
+    gen = torch.Generator().manual_seed(2)
+    z = torch.randn(6, decoder.n_latent, generator=gen)
+    covariates = (
+        torch.randint(0, 3, (6, 1), generator=gen),
+        torch.randint(0, 2, (6, 1), generator=gen),
+        torch.randn(6, 2, generator=gen),
+    )
+    features = torch.tensor([0, 3, 4, 17, 22, 39])
+    weights = torch.randn(6, features.numel(), generator=gen)
+    full = decoder(z, *covariates)[:, features]
+    full_grads = torch.autograd.grad((full * weights).sum(), list(decoder.parameters()))
+    part = decoder(z, *covariates, features=features)
+    part_grads = torch.autograd.grad((part * weights).sum(), list(decoder.parameters()))
+    torch.testing.assert_close(part, full)
+    for ours, ref in zip(part_grads, full_grads):
+        torch.testing.assert_close(ours, ref)
