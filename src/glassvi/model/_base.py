@@ -15,7 +15,7 @@ from scvi.model.base import ArchesMixin, BaseModelClass, UnsupervisedTrainingMix
 
 from .._validation import check_batch_size, row_sums
 from ..explain import explain_model
-from ..module import LIKELIHOODS, GlassVAE
+from ..module import LIKELIHOODS, GlassVAE, expression_moments
 from ..train import (
     GlassDataSplitter,
     GlassTrainingPlan,
@@ -119,14 +119,22 @@ class GlassModelBase(
                 "classifier=True needs a labels_key with at least two labels (besides the "
                 f"unlabelled category) registered in setup; found {n_classes}."
             )
+        likelihoods = self._resolve_likelihoods(likelihood, list(keys))
+        # Bernoulli decoders start at each feature's share of cells with a non-zero count
+        open_share = {
+            role: expression_moments(self.adata_manager.get_from_registry(key), binary=True)[0]
+            for role, key in keys.items()
+            if likelihoods[role] == "bernoulli"
+        }
         stats = self.summary_stats
         cat_state = self.adata_manager.get_state_registry(REGISTRY_KEYS.CAT_COVS_KEY)
         n_cats = list(cat_state.n_cats_per_key) if "n_cats_per_key" in cat_state else []
         return {
             "n_features": n_features,
             "registry_keys": keys,
-            "likelihoods": self._resolve_likelihoods(likelihood, list(keys)),
+            "likelihoods": likelihoods,
             "library_log_means": log_means,
+            "feature_open_share": open_share,
             "n_batch": stats.n_batch,
             "n_labels": n_classes,
             "classifier": bool(classifier),

@@ -9,7 +9,13 @@ from ._distributions import (
     nonzero_key,
 )
 from ._program import ProgramDecoder, ProgramVAE
-from ._vae import LIKELIHOODS, MULTIOME_ATAC_WEIGHT, GlassVAE, resolve_modality_weights
+from ._vae import (
+    LIKELIHOODS,
+    MULTIOME_ATAC_WEIGHT,
+    ZERO_SAMPLE_FRACTION,
+    GlassVAE,
+    resolve_modality_weights,
+)
 
 __all__ = [
     "FeatureBernoulli",
@@ -24,4 +30,5 @@ __all__ = [
     "expression_moments",
     "nonzero_key",
     "resolve_modality_weights",
+    "ZERO_SAMPLE_FRACTION",
 ]

@@ -327,26 +327,32 @@ class _BernoulliCellLogProb(torch.autograd.Function):
     ``log(sigmoid(-l))``. That pass also gives ``1 - sigmoid(l)``, which is all the backward
     pass needs: ``d / d l_cg = x_cg - sigmoid(l_cg)``. ``weight`` (one value per listed
     position, 1 for a one and 0 for a stored zero) lets the positions include stored zeros.
+    ``column_weight`` (one value per column, or ``None`` for all ones) weighs each column's
+    softplus term; columns holding ones must weigh 1.
     """
 
     @staticmethod
-    def forward(ctx, logits, flat, weight):
+    def forward(ctx, logits, flat, weight, column_weight):
         n_feat = logits.shape[-1]
         q = torch.neg(logits).sigmoid_()  # 1 - sigmoid(logits)
         # sigmoid(-l) is 0 in float32 for l > 88; softplus(l) is then read as -log(tiny) = 87.3
-        ll = torch.log(q.clamp_min_(torch.finfo(q.dtype).tiny)).sum(-1)
+        log_q = torch.log(q.clamp_min_(torch.finfo(q.dtype).tiny))
+        ll = log_q.sum(-1) if column_weight is None else log_q @ column_weight
         rows = torch.div(flat, n_feat, rounding_mode="floor")
         ll.index_add_(0, rows, logits.reshape(-1).take(flat) * weight)
-        ctx.save_for_backward(q, flat, rows, weight)
+        ctx.save_for_backward(q, flat, rows, weight, column_weight)
         return ll
 
     @staticmethod
     def backward(ctx, grad):
-        q, flat, rows, weight = ctx.saved_tensors
+        q, flat, rows, weight, column_weight = ctx.saved_tensors
         # d ll_c / d l_cg = x_cg - sigmoid(l_cg) = x_cg - 1 + q_cg
-        out = q.sub(1.0).mul_(grad.unsqueeze(-1))
+        out = q.sub(1.0)
+        if column_weight is not None:
+            out.mul_(column_weight)
+        out.mul_(grad.unsqueeze(-1))
         out.view(-1).index_add_(0, flat, grad[rows] * weight)
-        return out, None, None
+        return out, None, None, None
 
 
 class FeatureBernoulli(Bernoulli):
@@ -361,10 +367,21 @@ class FeatureBernoulli(Bernoulli):
     gradient equal those of ``Bernoulli(logits=...).log_prob(x > 0).sum(-1)`` up to float32
     rounding.
 
+    The logits may cover a subset of the features only (``columns``), each weighing
+    ``column_weight`` in the sum of the zero entries: every feature holding a one in the
+    minibatch at weight 1, plus features drawn at random with probability ``p`` at weight
+    ``1 / p`` give an unbiased estimate of the log-likelihood of all features (as
+    ``GlassVAE(zero_sample_fraction=p)`` draws them in training).
+
     Parameters
     ----------
     logits
-        Logits, shape ``(n_cells, n_features)`` (or with leading sample dimensions).
+        Logits, shape ``(n_cells, n_features)`` (or with leading sample dimensions), or
+        ``(n_cells, len(columns))``.
+    columns
+        Features (sorted indices) the logits hold; ``None`` for all.
+    column_weight
+        Weight of each column in the log-likelihood; ``None`` for all ones.
 
     Examples
     --------
@@ -373,8 +390,19 @@ class FeatureBernoulli(Bernoulli):
     tensor([-2.0794, -2.0794])
     """
 
-    def __init__(self, logits: torch.Tensor):
+    def __init__(
+        self,
+        logits: torch.Tensor,
+        columns: torch.Tensor | None = None,
+        column_weight: torch.Tensor | None = None,
+    ):
         super().__init__(logits=logits, validate_args=False)
+        if columns is not None and columns.numel() != logits.shape[-1]:
+            raise ValueError(
+                f"{columns.numel()} columns given for logits of {logits.shape[-1]} features."
+            )
+        self.columns = columns
+        self.column_weight = column_weight
 
     def cell_log_prob(
         self, value: torch.Tensor, nonzero: torch.Tensor | None = None
@@ -384,8 +412,8 @@ class FeatureBernoulli(Bernoulli):
         Parameters
         ----------
         value
-            Counts or binary accessibility, shape ``(n_cells, n_features)``; entries above zero
-            count as ones.
+            Counts or binary accessibility of all features, shape ``(n_cells, n_features)``;
+            entries above zero count as ones.
         nonzero
             Flat (row-major) positions of the non-zero entries of ``value``, for example from
             the data loader (positions of stored zeros may be included). With ``None`` they are
@@ -393,14 +421,73 @@ class FeatureBernoulli(Bernoulli):
 
         Returns
         -------
-        Log-likelihood of every cell, shape ``(n_cells,)``.
+        Log-likelihood of every cell, shape ``(n_cells,)`` (an unbiased estimate when the
+        logits cover a random subset of the features).
         """
         logits = self.logits
-        if logits.dim() != 2 or value.shape != logits.shape or value.requires_grad:
-            return super().log_prob((value > 0).to(logits.dtype)).sum(-1)
+        n_feat = value.shape[-1]
+        columns = self.columns
+        if logits.dim() != 2 or value.dim() != 2 or value.requires_grad:
+            x = value if columns is None else value[..., columns]
+            ll = super().log_prob((x > 0).to(logits.dtype))
+            return ll.sum(-1) if self.column_weight is None else ll @ self.column_weight
         if nonzero is None:
             nonzero = (value > 0).reshape(-1).nonzero().squeeze(1)
             weight = torch.ones(nonzero.numel(), dtype=logits.dtype, device=logits.device)
         else:
             weight = (value.reshape(-1).take(nonzero) > 0).to(logits.dtype)
-        return _BernoulliCellLogProb.apply(logits.contiguous(), nonzero, weight)
+        if columns is not None:
+            # positions in the columns held; stored zeros outside them are dropped
+            position = torch.full((n_feat,), -1, dtype=torch.int64, device=logits.device)
+            position[columns] = torch.arange(columns.numel(), device=logits.device)
+            rows = torch.div(nonzero, n_feat, rounding_mode="floor")
+            held = position[nonzero - rows * n_feat]
+            keep = held >= 0
+            if not bool((keep | (weight == 0)).all()):
+                raise ValueError("The columns must include every feature with a one.")
+            nonzero = rows[keep] * columns.numel() + held[keep]
+            weight = weight[keep]
+        elif logits.shape != value.shape:
+            raise ValueError(f"logits of shape {tuple(logits.shape)} for values {value.shape}.")
+        return _BernoulliCellLogProb.apply(
+            logits.contiguous(), nonzero, weight, self.column_weight
+        )
+
+
+def sample_features(
+    nonzero: torch.Tensor, n_features: int, fraction: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Features at which to evaluate a sparse binary minibatch's likelihood, with weights.
+
+    Every feature with a non-zero entry in the minibatch is kept at weight 1; each other
+    feature is drawn with probability ``fraction`` and weighs ``1 / fraction``. Summing a
+    per-feature term of the zero entries over the kept features with these weights is an
+    unbiased estimate of its sum over all features (exact over the features with ones).
+
+    Parameters
+    ----------
+    nonzero
+        Flat (row-major) positions of the minibatch's non-zero entries.
+    n_features
+        Number of features.
+    fraction
+        Probability of drawing a feature without a one, in ``(0, 1]``.
+
+    Returns
+    -------
+    Sorted feature indices and their weights.
+
+    Examples
+    --------
+    >>> columns, weight = sample_features(torch.tensor([1, 7]), 5, 1.0)
+    >>> columns.tolist(), weight.tolist()
+    ([0, 1, 2, 3, 4], [1.0, 1.0, 1.0, 1.0, 1.0])
+    """
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"fraction must lie in (0, 1], got {fraction}.")
+    with_ones = torch.zeros(n_features, dtype=torch.bool, device=nonzero.device)
+    with_ones[nonzero % n_features] = True
+    drawn = torch.rand(n_features, device=nonzero.device) < fraction
+    columns = (with_ones | drawn).nonzero().squeeze(1)
+    weight = torch.where(with_ones[columns], 1.0, 1.0 / fraction)
+    return columns, weight

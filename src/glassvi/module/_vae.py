@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import numpy as np
 import torch
 from scvi import REGISTRY_KEYS
 from scvi.distributions import ZeroInflatedNegativeBinomial
@@ -20,10 +21,14 @@ from ._distributions import (
     FeatureNegativeBinomial,
     FeaturePoisson,
     nonzero_key,
+    sample_features,
 )
 from ._surgery import train_new_categories_
 
 LIKELIHOODS = ("nb", "zinb", "poisson", "bernoulli")
+#: default share of a Bernoulli modality's features without a non-zero entry in a minibatch at
+#: which the training likelihood is evaluated (see ``GlassVAE(zero_sample_fraction=...)``)
+ZERO_SAMPLE_FRACTION = 0.1
 #: default weight of the ATAC modality in shaping the latent units when another modality is
 #: modelled with it, chosen by measurement on real SNARE-seq cortex data (benchmarks/multiome.py):
 #: ATAC weight 1 lowered marker-program AUROC below RNA alone (0.821 vs 0.855, 3 seeds); weight
@@ -158,6 +163,24 @@ class GlassVAE(BaseModuleClass):
         with the plain joint model, tens of thousands of sparse peaks decide what the latent
         units (program activities) mean, and marker programs come out worse than on RNA alone.
         The loss and logged reconstruction losses are the unweighted ELBO terms.
+    feature_open_share
+        Mapping Bernoulli modality name -> share of training cells in which each feature is
+        non-zero. The decoder's feature bias starts at its log-odds (clipped to
+        ``[1e-4, 1 - 1e-4]``), so that the model starts at each peak's accessibility instead
+        of 0.5: with tens of thousands of rarely open peaks a bias started at 0 takes thousands
+        of optimiser steps to get there. Not saved; a loaded model reads the trained biases.
+    zero_sample_fraction
+        During training, the log-likelihood of a Bernoulli (ATAC) modality is evaluated at
+        every feature with a non-zero entry in the minibatch and at this fraction of the other
+        features, drawn anew at each step and weighted by ``1 / zero_sample_fraction``: an
+        unbiased estimate of the full log-likelihood whose cost follows the non-zeros rather
+        than cells x features; ``1`` evaluates every feature. The default,
+        :data:`ZERO_SAMPLE_FRACTION`, was chosen on real SNARE-seq cortex ATAC (25,734 peaks,
+        ProgramVI on ATAC alone, two seeds): the same held-out log-likelihood and marker-program
+        AUROC as the exact likelihood, in half the training time. Validation,
+        :meth:`loss` outside training and every accessor use the exact likelihood. It takes
+        effect when the data loader passes the positions of the non-zero entries (sparse
+        counts).
 
     Examples
     --------
@@ -191,8 +214,15 @@ class GlassVAE(BaseModuleClass):
         classifier: bool = False,
         classification_ratio: float = 50.0,
         modality_weights: Mapping[str, float] | None = None,
+        feature_open_share: Mapping[str, np.ndarray] | None = None,
+        zero_sample_fraction: float = ZERO_SAMPLE_FRACTION,
     ):
         super().__init__()
+        if not 0.0 < zero_sample_fraction <= 1.0:
+            raise ValueError(
+                f"zero_sample_fraction must lie in (0, 1], got {zero_sample_fraction}."
+            )
+        self.zero_sample_fraction = float(zero_sample_fraction)
         self.modalities = list(n_features)
         self.n_features = dict(n_features)
         self.registry_keys = dict(registry_keys)
@@ -259,6 +289,11 @@ class GlassVAE(BaseModuleClass):
                 for mod, n_feat in self.n_features.items()
             }
         )
+        with torch.no_grad():
+            for mod, share in (feature_open_share or {}).items():
+                share = torch.as_tensor(np.asarray(share), dtype=torch.float32)
+                share = share.reshape(self.n_features[mod]).clamp(1e-4, 1.0 - 1e-4)
+                self.decoders[mod].bias.copy_(torch.log(share) - torch.log1p(-share))
         n_disp_rows = max(n_batch, 1) if dispersion == "gene-batch" else 1
         self.log_theta = nn.ParameterDict(
             {
@@ -291,12 +326,20 @@ class GlassVAE(BaseModuleClass):
         }
 
     def _get_generative_input(self, tensors: dict, inference_outputs: dict) -> dict:
-        return {
+        inputs = {
             "z": inference_outputs["z"],
             "library": inference_outputs["library"],
             "size_factor": tensors.get(REGISTRY_KEYS.SIZE_FACTOR_KEY),
             **self._covariates(tensors),
         }
+        if self.training and self.zero_sample_fraction < 1.0:
+            # the features sampled for the likelihood always include those with non-zeros
+            inputs["nonzero"] = {
+                mod: tensors.get(nonzero_key(key))
+                for mod, key in self.registry_keys.items()
+                if self.likelihoods[mod] == "bernoulli"
+            }
+        return inputs
 
     # ----------------------------------------------------------------------------- encoder
     def encoder_input(
@@ -410,22 +453,37 @@ class GlassVAE(BaseModuleClass):
         cat_covs: torch.Tensor | None = None,
         cont_covs: torch.Tensor | None = None,
         size_factor: torch.Tensor | None = None,
+        nonzero: Mapping[str, torch.Tensor | None] | None = None,
     ) -> dict:
-        """Decode ``z`` into the likelihood of every modality."""
+        """Decode ``z`` into the likelihood of every modality.
+
+        ``nonzero`` (modality -> flat positions of the minibatch's non-zero entries) turns on
+        the sampled likelihood of Bernoulli modalities while training (see
+        ``zero_sample_fraction``).
+        """
         px = {}
+        nonzero = dict(nonzero or {}) if self.training else {}
         for i, mod in enumerate(self.modalities):
             z_mod = z
             if self.modality_weights[i] != 1.0:
                 # same value; the modality's gradient reaches z (and the encoder) scaled by
                 # its weight, while its own decoder still fits its counts fully
                 z_mod = torch.lerp(z.detach(), z, self.modality_weights[i])
-            eta = self.decoders[mod](z_mod, batch_index, cat_covs, cont_covs)
             lib = self._library(mod, library, size_factor)
             lik = self.likelihoods[mod]
             if lik == "bernoulli":
+                columns = weight = None
+                if nonzero.get(mod) is not None and self.zero_sample_fraction < 1.0:
+                    columns, weight = sample_features(
+                        nonzero[mod], self.n_features[mod], self.zero_sample_fraction
+                    )
+                eta = self.decoders[mod](z_mod, batch_index, cat_covs, cont_covs, columns)
                 # depth enters as a logit offset, centred on the training data's mean depth
-                px[mod] = FeatureBernoulli(eta + (lib - self.library_log_means[i]))
+                px[mod] = FeatureBernoulli(
+                    eta + (lib - self.library_log_means[i]), columns, weight
+                )
                 continue
+            eta = self.decoders[mod](z_mod, batch_index, cat_covs, cont_covs)
             log_mu, mu = _log_softmax_and_mean(eta, lib)
             if lik == "poisson":
                 px[mod] = FeaturePoisson(log_mu, mu)
