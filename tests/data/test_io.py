@@ -51,6 +51,17 @@ def test_bundled_data():
         glassvi.data.data_path("nothing.gmt")
 
 
+def test_bundled_multiome_loads_without_warnings():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        mdata = glassvi.data.snareseq_cortex()
+    assert mdata.shape == (2000, 6677)
+    assert list(mdata.obs.columns) == ["sample", "cell_type"]
+    assert "linked_genes" in mdata["atac"].var
+
+
 def _write_annotation(path, peaks):
     """Cell Ranger ARC layout: one row per peak-gene pair, intergenic peaks without a gene."""
     rows = ["chrom\tstart\tend\tgene\tdistance\tpeak_type"]

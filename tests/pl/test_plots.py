@@ -262,6 +262,19 @@ def test_multiome_program_with_links_frame(multiome_trained, tmp_path):
     assert_png_not_blank(path)
 
 
+def test_multiome_program_without_peak_weights(multiome_trained, tmp_path):
+    import warnings
+
+    mdata, _ = multiome_trained
+    data = mdata.copy()
+    data["atac"].varm["linearvi_loadings"]["factor_1"] = 0.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _, ax_peaks = glassvi.pl.multiome_program(data, "factor_1", show=False)
+    low, high = ax_peaks.get_xlim()
+    assert low < 0 < high
+
+
 def test_multiome_program_bad_keys(multiome_trained, rna_trained):
     mdata, _ = multiome_trained
     with pytest.raises(KeyError, match="factor_9"):

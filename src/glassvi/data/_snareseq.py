@@ -30,4 +30,7 @@ def snareseq_cortex() -> md.MuData:
     >>> mdata["atac"].var["linked_genes"].head(2)  # doctest: +SKIP
     >>> glassvi.pp.add_peak_programs(mdata, links="linked_genes")  # doctest: +SKIP
     """
-    return md.read_h5mu(data_path("snareseq_cortex.h5mu"))
+    # the file holds the shared annotations; pulling the modalities' columns into them would only
+    # add prefixed copies (and mudata warns that it stops doing so by default)
+    with md.set_options(pull_on_update=False):
+        return md.read_h5mu(data_path("snareseq_cortex.h5mu"))

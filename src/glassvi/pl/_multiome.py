@@ -149,7 +149,9 @@ def multiome_program(
         gridspec_kw={"width_ratios": [1, 1.2]},
     )
     _lollipop(ax_genes, genes, None, f"{program}: genes ({rna_mod})", "gene weight")
-    limit = float(np.nanmax(np.abs(peaks.to_numpy()))) if len(peaks) else 1.0
+    limit = float(np.nanmax(np.abs(peaks.to_numpy()))) if len(peaks) else 0.0
+    if not limit > 0:  # no peak weights: any symmetric axis around zero
+        limit = 1.0
 
     if link_table is None:
         logger.info("no peak-gene links found; showing the top peaks of %r", program)
