@@ -455,7 +455,10 @@ class FeatureBernoulli(Bernoulli):
 
 
 def sample_features(
-    nonzero: torch.Tensor, n_features: int, fraction: float
+    nonzero: torch.Tensor,
+    n_features: int,
+    fraction: float,
+    generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Features at which to evaluate a sparse binary minibatch's likelihood, with weights.
 
@@ -472,6 +475,9 @@ def sample_features(
         Number of features.
     fraction
         Probability of drawing a feature without a one, in ``(0, 1]``.
+    generator
+        Random number generator of the draws (on the device of ``nonzero``); torch's default
+        generator when ``None``.
 
     Returns
     -------
@@ -487,7 +493,7 @@ def sample_features(
         raise ValueError(f"fraction must lie in (0, 1], got {fraction}.")
     with_ones = torch.zeros(n_features, dtype=torch.bool, device=nonzero.device)
     with_ones[nonzero % n_features] = True
-    drawn = torch.rand(n_features, device=nonzero.device) < fraction
+    drawn = torch.rand(n_features, device=nonzero.device, generator=generator) < fraction
     columns = (with_ones | drawn).nonzero().squeeze(1)
     weight = torch.where(with_ones[columns], 1.0, 1.0 / fraction)
     return columns, weight

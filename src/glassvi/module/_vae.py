@@ -444,6 +444,20 @@ class GlassVAE(BaseModuleClass):
             return torch.log(size_factor[..., i : i + 1].clamp(min=1e-8))
         return library[mod]
 
+    def _feature_generator(self, device: torch.device) -> torch.Generator:
+        """Generator of the features sampled for the likelihood, apart from torch's own.
+
+        Seeded from torch's seed (``scvi.settings.seed``) when first used, so that the draws
+        are reproducible and leave the random numbers of the rest of training (dropout, the
+        latent samples) as they would be with the exact likelihood.
+        """
+        generator = getattr(self, "_sampling_generator", None)
+        if generator is None or generator.device != torch.device(device):
+            generator = torch.Generator(device=device)
+            generator.manual_seed(torch.initial_seed())
+            self._sampling_generator = generator
+        return generator
+
     @auto_move_data
     def generative(
         self,
@@ -475,7 +489,10 @@ class GlassVAE(BaseModuleClass):
                 columns = weight = None
                 if nonzero.get(mod) is not None and self.zero_sample_fraction < 1.0:
                     columns, weight = sample_features(
-                        nonzero[mod], self.n_features[mod], self.zero_sample_fraction
+                        nonzero[mod],
+                        self.n_features[mod],
+                        self.zero_sample_fraction,
+                        self._feature_generator(z.device),
                     )
                 eta = self.decoders[mod](z_mod, batch_index, cat_covs, cont_covs, columns)
                 # depth enters as a logit offset, centred on the training data's mean depth
