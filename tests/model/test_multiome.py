@@ -151,12 +151,11 @@ def test_multiome_marker_programs_not_worse_than_rna_on_real_data():
     """Real SNARE-seq cortex: the peaks do not dilute any marker program.
 
     ProgramVI RNA+ATAC with default settings against RNA alone, one seed, 40 epochs. Measured
-    (mean AUROC of the 8 scored programs), seed 0: RNA alone 0.886, RNA+ATAC 0.884 (largest drop
-    of one program: Microglia, 31 cells, 0.086); with the exact ATAC likelihood, seeds 0, 1, 2:
-    RNA 0.886 / 0.888 / 0.897, RNA+ATAC 0.891 / 0.892 / 0.902, largest drop 0.048 / 0.018 /
-    0.016. The plain joint model (``modality_weights={"atac": 1.0}``, the earlier default) fails
-    the mean checks: 0.861 on seed 0 (exact likelihood: 0.859 / 0.856 / 0.862), with the
-    oligodendrocyte program about 0.10 below RNA alone.
+    over seeds 0, 1, 2 (mean AUROC of the 8 scored programs): RNA alone 0.886 / 0.888 / 0.897,
+    RNA+ATAC 0.891 / 0.892 / 0.902, largest drop of one program 0.048 / 0.018 / 0.016 (0.086 for
+    Microglia, 31 cells, in a run whose random numbers were drawn differently). The plain joint
+    model (``modality_weights={"atac": 1.0}``, the earlier default) fails the mean checks: 0.859 /
+    0.856 / 0.862, with the oligodendrocyte program about 0.10 below RNA alone.
     """
     rna = _marker_aurocs(["rna"])
     multiome = _marker_aurocs(["rna", "atac"])
