@@ -131,10 +131,12 @@ def test_label_margins_remove_the_part_shared_by_all_classes():
     np.testing.assert_allclose(rest, torch.log(p / (1 - p)), rtol=1e-4, atol=1e-5)
 
 
-def test_annotated_classes_and_background_draws(linear_case):
+def _annotated_case(linear_case, seed):
+    """Ten cells annotated with classes 0-3 (two unlabelled), a background of six cells, and a
+    function yielding the cells in minibatches of four."""
     module, x_rna, x_atac, batch = linear_case
     annotated = torch.tensor([0, 1, 2, 3, -1, 0, 1, 2, 3, -1])
-    g = torch.Generator().manual_seed(3)
+    g = torch.Generator().manual_seed(seed)
     background = (torch.rand(6, 7, generator=g) * 5, (torch.rand(6, 5, generator=g) > 0.5).float())
 
     def batches():
@@ -146,6 +148,13 @@ def test_annotated_classes_and_background_draws(linear_case):
                 np.arange(10)[sl],
                 labels=annotated[sl],
             )
+
+    return annotated, background, batches
+
+
+def test_annotated_classes_and_background_draws(linear_case):
+    module, x_rna, x_atac, batch = linear_case
+    annotated, background, batches = _annotated_case(linear_case, seed=3)
 
     res = attribute(
         TargetModel(module, "labels", label_contrast="rest"),
@@ -236,20 +245,7 @@ def test_rank_features_no_off_by_one():
 
 def test_shap_explains_each_cell_for_its_annotated_class(linear_case):
     module, x_rna, x_atac, batch = linear_case
-    annotated = torch.tensor([0, 1, 2, 3, -1, 0, 1, 2, 3, -1])
-    g = torch.Generator().manual_seed(5)
-    background = (torch.rand(6, 7, generator=g) * 5, (torch.rand(6, 5, generator=g) > 0.5).float())
-
-    def batches():
-        for s in range(0, 10, 4):
-            sl = slice(s, s + 4)
-            yield AttributionBatch(
-                (x_rna[sl], x_atac[sl]),
-                (batch[sl], None, None),
-                np.arange(10)[sl],
-                None,
-                annotated[sl],
-            )
+    annotated, background, batches = _annotated_case(linear_case, seed=5)
 
     res = attribute(
         TargetModel(module, "labels", label_contrast="mean"),
