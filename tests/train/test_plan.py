@@ -4,6 +4,7 @@ import sys
 import lightning.pytorch as pl
 import numpy as np
 import pytest
+import scvi
 import torch
 
 import glassvi
@@ -215,3 +216,27 @@ def test_allocator_is_left_alone_unless_asked(adata, monkeypatch):
     model.train(max_epochs=1, batch_size=64, plan_kwargs={"tune_allocator": True}, **TRAIN_KW)
     assert calls == ["tune", "restore"]
     restore()
+
+
+def test_encoder_stored_feature_major_is_optimised_as_plain_adam():
+    """The fused update through the transposed alias equals PyTorch's plain Adam step."""
+    mdata = glassvi.data.simulate(
+        n_cells=120, n_genes=40, n_peaks=200, n_programs=3, modality="multiome", seed=3
+    )
+    states = []
+    for creator in (None, lambda params: torch.optim.Adam(params, lr=1e-3, eps=0.01)):
+        data = mdata.copy()
+        LinearVI.setup_mudata(data)
+        scvi.settings.seed = 0
+        model = LinearVI(data, n_latent=4)
+        weight = model.module.z_encoder.first_linear.weight
+        assert weight.t().is_contiguous()
+        initial = weight.detach().clone()
+        plan = {} if creator is None else {"optimizer": "Custom", "optimizer_creator": creator}
+        model.train(max_epochs=3, batch_size=40, plan_kwargs=plan, **TRAIN_KW)
+        # hooks are removed after training; the weight keeps its layout
+        assert not hasattr(weight, "_glassvi_alias_hooks") and weight.t().is_contiguous()
+        assert (weight.detach() - initial).abs().max() > 1e-3
+        states.append(model.module.state_dict())
+    for name, value in states[0].items():
+        torch.testing.assert_close(value, states[1][name], atol=1e-5, rtol=1e-4, msg=name)

@@ -9,7 +9,6 @@ import torch
 from scvi import REGISTRY_KEYS
 from scvi.distributions import ZeroInflatedNegativeBinomial
 from scvi.module.base import BaseModuleClass, LossOutput, auto_move_data
-from scvi.nn import Encoder
 from torch import nn
 from torch.distributions import Normal
 from torch.distributions import kl_divergence as kl
@@ -23,6 +22,7 @@ from ._distributions import (
     nonzero_key,
     sample_features,
 )
+from ._sparse_input import SparseBlock, SparseInputEncoder
 from ._surgery import train_new_categories_
 
 LIKELIHOODS = ("nb", "zinb", "poisson", "bernoulli")
@@ -254,7 +254,8 @@ class GlassVAE(BaseModuleClass):
 
         n_input = sum(self.n_features.values()) + n_continuous_cov
         cat_list = [n_batch] + self.n_cats_per_cov
-        self.z_encoder = Encoder(
+        # Bernoulli inputs are read at their non-zero entries in training (see inference)
+        self.z_encoder = SparseInputEncoder(
             n_input,
             n_latent,
             n_cat_list=cat_list,
@@ -264,6 +265,7 @@ class GlassVAE(BaseModuleClass):
             use_batch_norm=False,
             use_layer_norm=use_layer_norm,
             return_dist=True,
+            feature_major="bernoulli" in self.likelihoods.values(),
         )
         if classifier and n_labels < 2:
             raise ValueError(
@@ -320,10 +322,23 @@ class GlassVAE(BaseModuleClass):
         }
 
     def _get_inference_input(self, tensors: dict) -> dict:
-        return {
+        inputs = {
             "x": {mod: tensors[key] for mod, key in self.registry_keys.items()},
             **self._covariates(tensors),
         }
+        nonzero = self._bernoulli_positions(tensors)
+        if nonzero:
+            inputs["nonzero"] = nonzero
+        return inputs
+
+    def _bernoulli_positions(self, tensors: dict) -> dict:
+        """Positions of the non-zero entries of Bernoulli modalities, where the loader has them."""
+        found = {
+            mod: tensors.get(nonzero_key(key))
+            for mod, key in self.registry_keys.items()
+            if self.likelihoods[mod] == "bernoulli"
+        }
+        return {mod: pos for mod, pos in found.items() if pos is not None}
 
     def _get_generative_input(self, tensors: dict, inference_outputs: dict) -> dict:
         inputs = {
@@ -334,11 +349,7 @@ class GlassVAE(BaseModuleClass):
         }
         if self.training and self.zero_sample_fraction < 1.0:
             # the features sampled for the likelihood always include those with non-zeros
-            inputs["nonzero"] = {
-                mod: tensors.get(nonzero_key(key))
-                for mod, key in self.registry_keys.items()
-                if self.likelihoods[mod] == "bernoulli"
-            }
+            inputs["nonzero"] = self._bernoulli_positions(tensors)
         return inputs
 
     # ----------------------------------------------------------------------------- encoder
@@ -362,6 +373,32 @@ class GlassVAE(BaseModuleClass):
         if cont_covs is not None and self.n_continuous_cov > 0:
             parts.append(cont_covs)
         return torch.cat(parts, dim=-1) if len(parts) > 1 else parts[0]
+
+    def encoder_blocks(
+        self,
+        x: Mapping[str, torch.Tensor],
+        nonzero: Mapping[str, torch.Tensor],
+        cont_covs: torch.Tensor | None = None,
+        values: Mapping[str, torch.Tensor] | None = None,
+    ) -> list:
+        """The encoder input as blocks: Bernoulli modalities as their non-zero entries.
+
+        Each modality in ``nonzero`` (flat positions of its non-zero entries; ``values``: the
+        counts there, when already read) becomes a
+        :class:`~glassvi.module._sparse_input.SparseBlock` of its binarised counts, which the
+        encoder's first layer reads at those entries only; the others are transformed as in
+        :meth:`encoder_input`. Concatenated densely, the blocks equal :meth:`encoder_input`.
+        """
+        values = values or {}
+        blocks = [
+            SparseBlock.from_positions(x[m], nonzero[m], True, values.get(m))
+            if m in nonzero
+            else transform_counts(x[m], self.likelihoods[m])
+            for m in self.modalities
+        ]
+        if cont_covs is not None and self.n_continuous_cov > 0:
+            blocks.append(cont_covs)
+        return blocks
 
     def _cat_list(self, batch_index, cat_covs) -> list[torch.Tensor]:
         cats = [batch_index] if batch_index is not None else []
@@ -425,16 +462,32 @@ class GlassVAE(BaseModuleClass):
         cat_covs: torch.Tensor | None = None,
         cont_covs: torch.Tensor | None = None,
         n_samples: int = 1,
+        nonzero: Mapping[str, torch.Tensor] | None = None,
     ) -> dict:
-        """Encode counts into the posterior ``q(z | x)`` and observed log library sizes."""
-        qz, z = self.z_encoder(
-            self.encoder_input(x, cont_covs), *self._cat_list(batch_index, cat_covs)
-        )
+        """Encode counts into the posterior ``q(z | x)`` and observed log library sizes.
+
+        ``nonzero`` (Bernoulli modality -> flat positions of its non-zero entries, as the data
+        loader passes them for sparse minibatches) lets the encoder's first layer read those
+        modalities at their non-zero entries only; the result is the same.
+        """
+        nonzero = {m: p for m, p in (nonzero or {}).items() if m in self.modalities}
+        values = {m: x[m].reshape(-1).take(p) for m, p in nonzero.items()}
+        if nonzero:
+            encoder_input = self.encoder_blocks(x, nonzero, cont_covs, values)
+        else:
+            encoder_input = self.encoder_input(x, cont_covs)
+        qz, z = self.z_encoder(encoder_input, *self._cat_list(batch_index, cat_covs))
         if n_samples > 1:
             z = qz.rsample((n_samples,))
-        library = {
-            m: torch.log(x[m].sum(dim=-1, keepdim=True).clamp(min=1.0)) for m in self.modalities
-        }
+        library = {}
+        for m in self.modalities:
+            if m in nonzero:
+                rows = torch.div(nonzero[m], x[m].shape[-1], rounding_mode="floor")
+                total = values[m].new_zeros(x[m].shape[0]).index_add_(0, rows, values[m])
+                total = total.unsqueeze(-1)
+            else:
+                total = x[m].sum(dim=-1, keepdim=True)
+            library[m] = torch.log(total.clamp(min=1.0))
         return {"qz": qz, "z": z, "library": library}
 
     # ----------------------------------------------------------------------------- decoder

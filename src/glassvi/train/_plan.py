@@ -67,10 +67,6 @@ class GlassTrainingPlan(TrainingPlan):
         if self.tune_allocator and self.device.type == "cpu":
             tune_cpu_allocator()
 
-    def on_train_end(self) -> None:
-        """Put the allocator settings back and return free memory to the system."""
-        restore_cpu_allocator()
-
     # ----------------------------------------------------------------------------- optimiser
     def get_optimizer_creator(self):
         """Adam/AdamW with the fused update where available; a custom creator is kept."""
@@ -81,11 +77,28 @@ class GlassTrainingPlan(TrainingPlan):
         def create(params):
             params = list(params)
             fused = all(p.device.type in ("cpu", "cuda") for p in params)
+            if fused:
+                # the fused kernel copies non-contiguous tensors at every step: a matrix stored
+                # transposed (the encoder's first layer, feature-major) is updated through its
+                # contiguous transpose instead, with the same values
+                params = [transposed_alias(p) for p in params]
             return cls(
                 params, lr=self.lr, eps=self.eps, weight_decay=self.weight_decay, fused=fused
             )
 
         return create
+
+    def optimizer_zero_grad(self, epoch, batch_idx, optimizer) -> None:
+        """Zero the gradients, also of parameters the optimiser updates through an alias."""
+        optimizer.zero_grad()
+        for param in self.module.parameters():
+            if hasattr(param, _ALIAS_HOOKS):
+                param.grad = None
+
+    def on_train_end(self) -> None:
+        """Put the allocator settings back and return free memory to the system."""
+        release_aliases(self.module)
+        restore_cpu_allocator()
 
     # ----------------------------------------------------------------------------- training
     def training_step(self, batch, batch_idx):
@@ -161,6 +174,40 @@ class GlassTrainingPlan(TrainingPlan):
         optimizer = self.optimizers(use_pl_optimizer=False)
         lr = optimizer.param_groups[0]["lr"] if optimizer is not None else self.lr
         self.module.constrain_(lr=lr)
+
+
+#: attribute holding the hooks of a parameter optimised through a transposed alias
+_ALIAS_HOOKS = "_glassvi_alias_hooks"
+
+
+def transposed_alias(param: torch.Tensor) -> torch.Tensor:
+    """``param``, or for a matrix stored transposed, a leaf alias of its contiguous transpose.
+
+    The alias shares the parameter's storage, so an optimiser step on it updates the
+    parameter; its gradient is the transpose of the parameter's (a view, set by a hook after
+    every accumulation, so gradient clipping and zeroing act on both). Adam's update is
+    elementwise, hence the same on the transpose. :func:`release_aliases` removes the hooks.
+    """
+    if param.dim() != 2 or param.is_contiguous() or not param.t().is_contiguous():
+        return param
+    alias = torch.nn.Parameter(param.detach().t(), requires_grad=param.requires_grad)
+
+    def link(p: torch.Tensor) -> None:
+        alias.grad = None if p.grad is None else p.grad.t()
+
+    handles = getattr(param, _ALIAS_HOOKS, [])
+    handles.append(param.register_post_accumulate_grad_hook(link))
+    setattr(param, _ALIAS_HOOKS, handles)
+    return alias
+
+
+def release_aliases(module: torch.nn.Module) -> None:
+    """Remove the gradient hooks of :func:`transposed_alias` from ``module``'s parameters."""
+    for param in module.parameters():
+        for handle in getattr(param, _ALIAS_HOOKS, []):
+            handle.remove()
+        if hasattr(param, _ALIAS_HOOKS):
+            delattr(param, _ALIAS_HOOKS)
 
 
 def _as_tensor(value, like: torch.Tensor) -> torch.Tensor:

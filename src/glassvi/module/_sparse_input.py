@@ -1,0 +1,335 @@
+"""Encoder whose first layer reads sparse inputs at their non-zero entries.
+
+A multiome encoder's input is mostly binarised accessibility: tens of thousands of peak
+columns of which well under 1% are non-zero in a cell. Multiplying that dense input by the
+first layer's weight costs cells x features x hidden units forward and the same again for the
+weight's gradient. Here the first layer adds, for every non-zero entry, its value times the
+weight column of its feature (a gather forward, a scatter-add backward), so its cost follows
+the non-zeros. Dense inputs (log counts of RNA, continuous covariates) are multiplied as
+before, and categorical covariates add the weight column of their category instead of being
+concatenated as one-hot columns.
+
+The weight keeps its shape, name and meaning (``n_hidden x n_input``, columns: features, then
+covariates), so saved models, scvi-tools' reference-mapping surgery and every dense caller
+(attribution on dense inputs) are unchanged. It is stored feature-major (its transpose is
+contiguous) when the encoder reads sparse inputs: each feature's weights are then one
+contiguous row to gather and to scatter the gradient into.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from scvi.nn import Encoder
+from torch import nn
+from torch.distributions import Normal
+from torch.nn import functional as F
+
+
+class SparseBlock(NamedTuple):
+    """Non-zero entries of a block of encoder input columns (one minibatch).
+
+    ``rows`` (sorted) and ``cols`` index the entries within the block; ``values`` are their
+    input values, ``None`` when every listed entry is 1 (binarised accessibility).
+    """
+
+    rows: torch.Tensor
+    cols: torch.Tensor
+    values: torch.Tensor | None
+    n_rows: int
+    n_cols: int
+
+    @classmethod
+    def from_positions(
+        cls,
+        counts: torch.Tensor,
+        positions: torch.Tensor,
+        binarise: bool,
+        values: torch.Tensor | None = None,
+    ) -> SparseBlock:
+        """The entries of ``counts`` at flat (row-major) ``positions``, e.g. from the loader.
+
+        With ``binarise=True`` the block holds the ones of ``counts > 0`` (positions of stored
+        zeros are dropped). ``values`` are ``counts`` at ``positions``, when already read.
+        """
+        n_rows, n_cols = counts.shape
+        if values is None:
+            values = counts.reshape(-1).take(positions)
+        if binarise:
+            ones = values > 0
+            if not bool(ones.all()):
+                positions = positions[ones]
+            values = None
+        rows = torch.div(positions, n_cols, rounding_mode="floor")
+        return cls(rows, positions - rows * n_cols, values, n_rows, n_cols)
+
+    def entry_values(self) -> torch.Tensor:
+        """Value of every listed entry."""
+        if self.values is not None:
+            return self.values
+        return torch.ones(self.rows.shape, device=self.rows.device)
+
+    def row_starts(self) -> torch.Tensor:
+        """Index of the first entry of each row (``rows`` is sorted)."""
+        counts = torch.bincount(self.rows, minlength=self.n_rows)
+        return torch.cumsum(counts, 0) - counts
+
+    def to_dense(self) -> torch.Tensor:
+        """The block as a dense ``(n_rows, n_cols)`` tensor."""
+        values = self.entry_values()
+        out = values.new_zeros(self.n_rows * self.n_cols)
+        out.index_put_((self.rows * self.n_cols + self.cols,), values, accumulate=True)
+        return out.view(self.n_rows, self.n_cols)
+
+
+#: one block of encoder input columns: dense values or the non-zero entries of a sparse block
+InputBlock = torch.Tensor | SparseBlock
+
+
+def dense_input(blocks: Sequence[InputBlock]) -> torch.Tensor:
+    """The encoder input that ``blocks`` describe, as one dense tensor.
+
+    Examples
+    --------
+    >>> block = SparseBlock.from_positions(torch.eye(2), torch.tensor([0, 3]), binarise=True)
+    >>> dense_input([torch.ones(2, 1), block])
+    tensor([[1., 1., 0.],
+            [1., 0., 1.]])
+    """
+    parts = [b.to_dense() if isinstance(b, SparseBlock) else b for b in blocks]
+    return torch.cat(parts, dim=-1) if len(parts) > 1 else parts[0]
+
+
+def _columns_major(weight: torch.Tensor) -> torch.Tensor:
+    """``weight.t()`` as a contiguous tensor (free when the weight is stored feature-major)."""
+    wt = weight.t()
+    return wt if wt.is_contiguous() else wt.contiguous()
+
+
+def _argsort(index: torch.Tensor) -> torch.Tensor:
+    """An order that sorts ``index`` (not stable; NumPy's sort is the faster one on CPU)."""
+    if index.device.type == "cpu":
+        return torch.from_numpy(np.argsort(index.numpy()))
+    return torch.argsort(index)
+
+
+class _BlockLinear(torch.autograd.Function):
+    """``cat(blocks + one-hot categories) @ weight.T + bias`` without building the input.
+
+    Forward, each sparse entry adds its value times its feature's weights (``embedding_bag``
+    over the rows of the feature-major weight). Backward, the weight's gradient of a feature
+    sums the output gradients of the cells in which it is non-zero: the same ``embedding_bag``
+    with the roles of cells and features swapped (entries ordered by feature), which writes
+    the gradient once instead of zero-filling it and scattering into it. The gradient is taken
+    with respect to the weight and bias only (inputs are data).
+    """
+
+    @staticmethod
+    def forward(ctx, weight, bias, blocks, categories):
+        wt = _columns_major(weight)
+        n_rows = _n_rows(blocks, categories)
+        if bias is None:
+            out = wt.new_zeros(n_rows, wt.shape[1])
+        else:
+            out = bias.expand(n_rows, -1).clone()
+        offset = 0
+        for block in blocks:
+            if isinstance(block, SparseBlock):
+                if block.rows.numel():
+                    out += F.embedding_bag(
+                        block.cols + offset,
+                        wt,
+                        block.row_starts(),
+                        mode="sum",
+                        per_sample_weights=block.values,
+                    )
+                offset += block.n_cols
+            else:
+                out.addmm_(block, wt[offset : offset + block.shape[-1]])
+                offset += block.shape[-1]
+        for codes, n_cat in categories:
+            out += wt.index_select(0, codes + offset)
+            offset += n_cat
+        if offset != wt.shape[0]:
+            raise ValueError(f"the input blocks cover {offset} columns, the weight {wt.shape[0]}.")
+        ctx.blocks = blocks
+        ctx.categories = categories
+        ctx.has_bias = bias is not None
+        ctx.weight_shape = weight.shape
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad_weight = grad_bias = None
+        if ctx.needs_input_grad[0]:
+            grad_weight = _weight_grad(grad.contiguous(), ctx.blocks, ctx.categories)
+            # the transpose of a contiguous tensor: the gradient has the feature-major layout
+            grad_weight = grad_weight.t()
+            if tuple(grad_weight.shape) != tuple(ctx.weight_shape):
+                raise RuntimeError("internal error: weight gradient of the wrong shape")
+        if ctx.has_bias and ctx.needs_input_grad[1]:
+            grad_bias = grad.sum(0)
+        return grad_weight, grad_bias, None, None
+
+
+def _weight_grad(grad: torch.Tensor, blocks, categories) -> torch.Tensor:
+    """Gradient of the feature-major weight, ``(n_input, n_hidden)``."""
+    n_rows = grad.shape[0]
+    cells, columns, values, dense = [], [], [], []
+    offset = 0
+    for block in blocks:
+        if isinstance(block, SparseBlock):
+            cells.append(block.rows)
+            columns.append(block.cols + offset)
+            values.append(block.values)
+            offset += block.n_cols
+        else:
+            dense.append((offset, block))
+            offset += block.shape[-1]
+    for codes, n_cat in categories:
+        cells.append(torch.arange(n_rows, device=grad.device))
+        columns.append(codes + offset)
+        values.append(None)
+        offset += n_cat
+    if cells:
+        columns = torch.cat(columns)
+        order = _argsort(columns)
+        counts = torch.bincount(columns, minlength=offset)
+        weights = None
+        if any(v is not None for v in values):
+            weights = torch.cat(
+                [grad.new_ones(c.shape) if v is None else v for c, v in zip(cells, values)]
+            )[order]
+        grad_wt = F.embedding_bag(
+            torch.cat(cells)[order],
+            grad,
+            torch.cumsum(counts, 0) - counts,
+            mode="sum",
+            per_sample_weights=weights,
+        )
+    else:
+        grad_wt = grad.new_zeros(offset, grad.shape[1])
+    for start, block in dense:
+        torch.mm(block.t(), grad, out=grad_wt[start : start + block.shape[-1]])
+    return grad_wt
+
+
+def _n_rows(blocks, categories) -> int:
+    for block in blocks:
+        return block.n_rows if isinstance(block, SparseBlock) else block.shape[0]
+    return categories[0][0].shape[0]
+
+
+def block_linear(
+    linear: nn.Linear,
+    blocks: Sequence[InputBlock],
+    categories: Sequence[tuple[torch.Tensor, int]] = (),
+) -> torch.Tensor:
+    """``linear`` applied to the concatenated ``blocks`` and one-hot ``categories``.
+
+    Equals ``linear(torch.cat([dense_input(blocks), *one_hots], -1))`` up to float rounding,
+    with a cost that follows the non-zero entries of sparse blocks.
+
+    Parameters
+    ----------
+    linear
+        The layer; its input columns are the blocks' columns in order, then the categories'.
+    blocks
+        Dense tensors and :class:`SparseBlock` s, in column order.
+    categories
+        ``(codes, n_categories)`` of each categorical covariate, in column order; ``codes``
+        holds one integer category per row.
+
+    Returns
+    -------
+    Output of the layer, shape ``(n_rows, linear.out_features)``.
+
+    Examples
+    --------
+    >>> layer = nn.Linear(3 + 2, 4)
+    >>> block = SparseBlock.from_positions(torch.eye(3), torch.tensor([0, 4, 8]), True)
+    >>> block_linear(layer, [block], [(torch.tensor([0, 1, 1]), 2)]).shape
+    torch.Size([3, 4])
+    """
+    return _BlockLinear.apply(linear.weight, linear.bias, list(blocks), list(categories))
+
+
+class SparseInputEncoder(Encoder):
+    """:class:`scvi.nn.Encoder` that also takes its input as blocks with sparse ones.
+
+    ``forward(x, *cat_list)`` with a tensor ``x`` is scvi-tools' encoder unchanged. With a list
+    of input blocks (dense tensors and :class:`SparseBlock` s, in column order) the first layer
+    is computed by :func:`block_linear` and the rest as in scvi-tools; the result equals the
+    dense forward on :func:`dense_input` ``(blocks)`` up to float rounding, and the same
+    dropout masks are drawn.
+
+    Parameters
+    ----------
+    *args
+        Arguments of :class:`scvi.nn.Encoder`.
+    feature_major
+        Store the first layer's weight feature-major (its transpose contiguous), which makes
+        gathering and scattering per-feature weights fast. Shape, values and state-dict
+        entries are unchanged.
+    **kwargs
+        Keyword arguments of :class:`scvi.nn.Encoder`.
+
+    Examples
+    --------
+    >>> enc = SparseInputEncoder(5, 2, n_cat_list=[3], return_dist=True, feature_major=True)
+    >>> block = SparseBlock.from_positions(torch.eye(5)[:2], torch.tensor([0, 6]), True)
+    >>> qz, z = enc([block], torch.tensor([[0], [2]]))
+    >>> qz.loc.shape
+    torch.Size([2, 2])
+    """
+
+    def __init__(self, *args, feature_major: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        if feature_major:
+            first = self.first_linear
+            first.weight = nn.Parameter(first.weight.detach().t().contiguous().t())
+
+    @property
+    def first_linear(self) -> nn.Linear:
+        """The first layer's linear map (input columns: features, then covariates)."""
+        return self.encoder.fc_layers[0][0]
+
+    def forward(self, x, *cat_list):
+        """Posterior of the latent units from a dense tensor or a list of input blocks."""
+        if isinstance(x, torch.Tensor):
+            return super().forward(x, *cat_list)
+        q = self._hidden_from_blocks(list(x), cat_list)
+        q_m = self.mean_encoder(q)
+        q_v = self.var_activation(self.var_encoder(q)) + self.var_eps
+        dist = Normal(q_m, q_v.sqrt())
+        latent = self.z_transformation(dist.rsample())
+        if self.return_dist:
+            return dist, latent
+        return q_m, q_v, latent
+
+    def _hidden_from_blocks(self, blocks: list, cat_list) -> torch.Tensor:
+        fc = self.encoder
+        covariates = [
+            (n_cat, cat) for n_cat, cat in zip(fc.n_cat_list, cat_list, strict=False) if n_cat > 1
+        ]
+        if len(fc.n_cat_list) > len(cat_list) or any(
+            cat is None or cat.size(1) == n_cat for n_cat, cat in covariates
+        ):
+            # missing or already one-hot categories: scvi-tools' own checks and concatenation
+            return self.encoder(dense_input(blocks), *cat_list)
+        categories = [(cat.reshape(-1).long(), n_cat) for n_cat, cat in covariates]
+        for i, layers in enumerate(fc.fc_layers):
+            for j, layer in enumerate(layers):
+                if layer is None:
+                    continue
+                if i == 0 and j == 0:
+                    h = block_linear(layer, blocks, categories)
+                    continue
+                if isinstance(layer, nn.Linear) and fc.inject_into_layer(i):
+                    one_hots = [F.one_hot(codes, n).to(h.dtype) for codes, n in categories]
+                    h = torch.cat((h, *one_hots), dim=-1)
+                h = layer(h)
+        return h
