@@ -346,11 +346,12 @@ def programs_real_section(res: dict) -> list[str]:
             "programs, true mask): mean Pearson correlation of the activity with the true "
             "activity over the active programs (lowest in brackets).",
             "",
-            "| method | activity r |",
-            "|---|---|",
+            "| method | activity r | per seed |",
+            "|---|---|---|",
         ]
         for method, r in sim["methods"].items():
-            lines.append(f"| {method} | {r['mean_r']:.3f} ({r['min_r']:.3f}) |")
+            seeds = " / ".join(f"{v:.3f}" for v in r.get("per_seed_mean_r", [])) or "-"
+            lines.append(f"| {method} | {r['mean_r']:.3f} ({r['min_r']:.3f}) | {seeds} |")
     return [*lines, ""]
 
 

@@ -70,3 +70,26 @@ def test_soft_mask_programs_keep_their_sign_across_seeds(pbmc):
     stability = program_stability(runs).loc[markers]
     assert (stability["sign_agreement"] == 1.0).all()
     assert stability["correlation"].min() > 0.5
+
+
+def test_activities_follow_the_truth_where_programs_overlap():
+    """Simulated programs share members; the joint anchor target tells them apart."""
+    from glassvi.metrics import activity_correlation
+
+    adata = glassvi.data.simulate(n_cells=600, n_genes=300, n_programs=12, n_batches=1, seed=0)
+    names = list(adata.uns["simulation"]["program_names"])
+    adata.varm["programs"] = pd.DataFrame(
+        adata.varm["true_programs"], index=adata.var_names, columns=names
+    )
+    active = adata.uns["simulation"]["active_programs"]
+    ProgramVI.setup_anndata(adata, layer="counts")
+    scvi.settings.seed = 0
+    model = ProgramVI(adata)
+    model.train(max_epochs=60, **TRAIN_KW)
+    activity = model.get_program_activity().to_numpy()
+    r = activity_correlation(activity, adata.obsm["true_activity"])[active]
+    print("activity r with the truth", r.round(2))
+    # measured 0.90 (lowest 0.77); anchored to the mean member score instead: 0.82 (lowest
+    # 0.56); decoupler MLM on the same data 0.92, scanpy score_genes 0.91
+    assert np.nanmean(r) >= 0.87
+    assert np.nanmin(r) >= 0.7

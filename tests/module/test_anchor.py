@@ -135,3 +135,103 @@ def test_member_score_from_nonzero_positions_equals_the_dense_score(mask_mode):
         torch.testing.assert_close(sparse, dense, rtol=1e-5, atol=1e-5)
         partial = module.member_score(x, {"rna": flat["rna"][5:], "atac": flat["atac"]})
         assert not torch.allclose(partial, dense)
+
+
+def _lstsq_coefficients(y, design):
+    """Least-squares coefficients of every row of ``y`` (cells) on ``design`` (features x k)."""
+    return np.linalg.lstsq(design, y.T, rcond=None)[0].T
+
+
+@pytest.mark.parametrize("mask_mode", ["hard", "soft"])
+def test_joint_score_is_the_joint_least_squares_fit_and_decoys_enter_alone(mask_mode):
+    gen = np.random.default_rng(1)
+    x = _counts(n_features=30)
+    mask = gen.random((30, 7)) < 0.3
+    mask[:, 0] = False
+    mask[:4, 0] = True
+    mask[2:6, 1] = True  # two real programs sharing members
+    module = ProgramVAE(
+        {"rna": 30},
+        {"rna": "X"},
+        {"rna": "nb"},
+        {"rna": torch.from_numpy(mask)},
+        mask_mode=mask_mode,
+        activity_anchor=1.0,
+        n_decoys=2,  # the last two programs
+        anchor_ridge=0.0,
+    )
+    assert module.anchor_target == "joint"
+    score = module.joint_score({"rna": torch.from_numpy(x)}).numpy()
+    y = np.log1p(1e4 * x / x.sum(1, keepdims=True))
+    design = np.column_stack([np.ones(30), mask[:, :5]]).astype(float)
+    np.testing.assert_allclose(score[:, :5], _lstsq_coefficients(y, design)[:, 1:], atol=1e-4)
+    for decoy in (5, 6):
+        alone = np.column_stack([design, mask[:, decoy]])
+        expected = _lstsq_coefficients(y, alone)[:, -1]
+        np.testing.assert_allclose(score[:, decoy], expected, atol=1e-4)
+    # with a ridge relative to program size (the default), a decoy's value is still its
+    # coefficient in the fit it joins alone (the ridge covering it too)
+    ridged = ProgramVAE(
+        {"rna": 30}, {"rna": "X"}, {"rna": "nb"}, {"rna": torch.from_numpy(mask)}, n_decoys=2
+    )
+    assert ridged.anchor_ridge == 2.0
+    score = ridged.joint_score({"rna": torch.from_numpy(x)}).numpy()
+    for decoy in (None, 5, 6):
+        cols = list(range(5)) + ([] if decoy is None else [decoy])
+        design = np.column_stack([np.ones(30), mask[:, cols]]).astype(float)
+        penalty = np.diag(np.r_[0.0, 2.0 * mask[:, cols].sum(0)])
+        coef = np.linalg.solve(design.T @ design + penalty, design.T @ y.T).T
+        if decoy is None:
+            np.testing.assert_allclose(score[:, :5], coef[:, 1:], atol=1e-4)
+        else:
+            np.testing.assert_allclose(score[:, decoy], coef[:, -1], atol=1e-4)
+    # the joint fit tells two overlapping programs apart, the mean score does not: all of
+    # B's members are high, so A (sharing two of them) gets coefficient 0 but a high mean
+    pair = torch.zeros(12, 2, dtype=torch.bool)
+    pair[0:4, 0] = True
+    pair[2:6, 1] = True
+    two = ProgramVAE({"rna": 12}, {"rna": "X"}, {"rna": "nb"}, {"rna": pair}, anchor_ridge=0.0)
+    counts = torch.tensor([[1.0, 1, 10, 10, 10, 10, 1, 1, 1, 1, 1, 1]])
+    joint = two.joint_score({"rna": counts})[0]
+    assert abs(joint[0].item()) < 1e-4 < joint[1].item()
+    assert two.member_score({"rna": counts})[0, 0] > 0
+    # the anchor uses the joint target by default, the mean target on request
+    xt = {"rna": torch.from_numpy(x)}
+    torch.testing.assert_close(module.anchor_score(xt), module.joint_score(xt))
+    module.anchor_target = "mean"
+    torch.testing.assert_close(module.anchor_score(xt), module.member_score(xt))
+    with pytest.raises(ValueError, match="anchor_target"):
+        ProgramVAE({"rna": 30}, {"rna": "X"}, {"rna": "nb"}, {"rna": mask}, anchor_target="max")
+
+
+@pytest.mark.parametrize("mask_mode", ["hard", "soft"])
+def test_joint_score_from_nonzero_positions_equals_the_dense_score(mask_mode):
+    gen = np.random.default_rng(4)
+    rna = _counts(n_features=20)
+    atac = (gen.random((rna.shape[0], 30)) < 0.2) * gen.integers(1, 4, (rna.shape[0], 30))
+    atac = atac.astype(np.float32)
+    masks = {"rna": gen.random((20, 5)) < 0.3, "atac": gen.random((30, 5)) < 0.3}
+    x = {"rna": torch.from_numpy(rna), "atac": torch.from_numpy(atac)}
+    flat = {m: torch.from_numpy(np.flatnonzero(v.numpy().reshape(-1))) for m, v in x.items()}
+    for weights in (None, {"atac": 0.5}):
+        module = ProgramVAE(
+            {"rna": 20, "atac": 30},
+            {"rna": "X", "atac": "atac"},
+            {"rna": "nb", "atac": "bernoulli"},
+            {m: torch.from_numpy(v) for m, v in masks.items()},
+            mask_mode=mask_mode,
+            activity_anchor=1.0,
+            modality_weights=weights,
+            n_decoys=1,
+        )
+        dense = module.joint_score(x)
+        torch.testing.assert_close(module.joint_score(x, flat), dense, rtol=1e-4, atol=1e-4)
+        if weights is None:  # ATAC weighs 0 by default: the fit reads RNA only
+            rna_only = ProgramVAE(
+                {"rna": 20},
+                {"rna": "X"},
+                {"rna": "nb"},
+                {"rna": torch.from_numpy(masks["rna"])},
+                n_decoys=1,
+            )
+            torch.testing.assert_close(rna_only.joint_score({"rna": x["rna"]}), dense)

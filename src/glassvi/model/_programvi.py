@@ -79,11 +79,18 @@ class ProgramVI(ProgramEvidenceMixin, DifferentialProgramsMixin, GlassModelBase)
         Weight of the anchor that ties each program's activity to its members' expression
         (default ``5.0``; ``0`` turns it off). During training, ``activity_anchor * n_members
         * (1 - r)`` is added to the loss of every minibatch, where ``r`` is the correlation
-        over its cells between the program's posterior-mean activity and the mean
-        standardised log-normalised expression of its members. It fixes the direction of
-        every program, so that no program is carried by a few shared or highly expressed
-        members or flips sign between seeds, and leaves the member weights to the
-        likelihood. See :doc:`/programs`.
+        over its cells between the program's posterior-mean activity and its target (see
+        ``anchor_target``). It fixes the direction of every program, so that no program is
+        carried by a few shared or highly expressed members or flips sign between seeds, and
+        leaves the member weights to the likelihood. See :doc:`/programs`.
+    anchor_target
+        ``"joint"`` (default): a program's target in a cell is its coefficient in a
+        least-squares fit of the cell's log-normalised expression on all annotated programs'
+        memberships at once (decoupler's MLM; ridge relative to program size, the module's
+        ``anchor_ridge``), so programs that share members are told apart. ``"mean"``: the
+        mean standardised log-normalised expression of its members (a gene-set score). On
+        the simulator the joint target follows the true activities more closely (r 0.92 vs
+        0.84 for the targets themselves), see :doc:`/programs`.
     likelihood
         ``"nb"`` (default for RNA), ``"zinb"``, ``"poisson"`` or ``"bernoulli"`` (default for
         ATAC), or a dict per modality, as in :class:`~glassvi.model.LinearVI`.
@@ -139,6 +146,7 @@ class ProgramVI(ProgramEvidenceMixin, DifferentialProgramsMixin, GlassModelBase)
         group_lasso: float = 0.0,
         nonnegative: bool = True,
         activity_anchor: float = 5.0,
+        anchor_target: Literal["joint", "mean"] = "joint",
         likelihood: str | dict[str, str] | None = None,
         n_hidden: int = 128,
         n_layers: int = 1,
@@ -178,6 +186,7 @@ class ProgramVI(ProgramEvidenceMixin, DifferentialProgramsMixin, GlassModelBase)
             group_lasso=group_lasso,
             nonnegative=nonnegative,
             activity_anchor=activity_anchor,
+            anchor_target=anchor_target,
             feature_moments=self._feature_moments(kwargs["likelihoods"]),
             n_hidden=n_hidden,
             n_layers=n_layers,
@@ -446,6 +455,7 @@ class ProgramVI(ProgramEvidenceMixin, DifferentialProgramsMixin, GlassModelBase)
                 "group_lasso": float(self.module.group_lasso),
                 "soft_penalty": float(self.module.soft_penalty),
                 "activity_anchor": float(self.module.activity_anchor),
+                "anchor_target": str(getattr(self.module, "anchor_target", "mean")),
                 "nonnegative": bool(self.module.nonnegative),
             },
             "active": active.to_numpy(),

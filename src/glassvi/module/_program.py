@@ -16,6 +16,9 @@ from ._distributions import nonzero_key
 from ._surgery import freeze_columns_hook, freeze_rows_hook, program_mask_from_state
 from ._vae import GlassVAE
 
+#: what program activities can be anchored to (``ProgramVAE(anchor_target=...)``)
+ANCHOR_TARGETS = ("joint", "mean")
+
 
 def _csr(crow, col, values, shape) -> torch.Tensor:
     with warnings.catch_warnings():
@@ -383,7 +386,24 @@ class ProgramVAE(GlassVAE):
     feature_moments
         Mapping modality -> (mean, standard deviation) of each feature's log-normalised
         expression (``x > 0`` for Bernoulli modalities) in the training data, used to
-        standardise the members in the anchor; defaults to 0 and 1.
+        standardise the members in the ``"mean"`` anchor target; defaults to 0 and 1.
+    anchor_target
+        What each program's activity is anchored to. ``"joint"`` (default): in every cell, the
+        program's coefficient in a least-squares fit of the cell's log-normalised expression,
+        over all features, on the memberships of all annotated programs at once (with an
+        intercept), as in decoupler's MLM: a member shared with another program counts for the
+        program whose other members are high in that cell, so overlapping programs are told
+        apart. A decoy program's target is its coefficient when it is added alone to that fit
+        (its membership residualised on the annotated programs'), so that decoys stay
+        exchangeable with annotated programs the data do not use. ``"mean"``: the mean
+        standardised log-normalised expression of the members (:meth:`member_score`).
+    anchor_ridge
+        Ridge penalty of the ``"joint"`` fit, relative to each program's size: program ``k``'s
+        coefficient is penalised by ``anchor_ridge * n_members(k) * coef**2``. ``0`` is the
+        plain least-squares fit (decoupler's MLM); larger values move the target towards the
+        members' summed expression. The default ``2.0`` keeps most of the joint fit's gain on
+        overlapping programs and loses less where marker programs share members (measured in
+        ``benchmarks/programs_real.py``).
     n_decoys
         How many of the masks' programs, the last ones, are hidden decoy programs: trained like
         the others but left out of :meth:`loadings`, :meth:`latent_from_inputs`,
@@ -418,6 +438,8 @@ class ProgramVAE(GlassVAE):
         activity_anchor: float = 0.0,
         feature_moments: Mapping[str, tuple] | None = None,
         n_decoys: int = 0,
+        anchor_target: str = "joint",
+        anchor_ridge: float = 2.0,
         **kwargs,
     ):
         masks = {m: torch.as_tensor(program_masks[m], dtype=torch.bool) for m in n_features}
@@ -426,9 +448,14 @@ class ProgramVAE(GlassVAE):
             raise ValueError(f"program masks have different numbers of programs: {sizes}.")
         if mask_mode not in ("hard", "soft"):
             raise ValueError(f"mask_mode must be 'hard' or 'soft', got {mask_mode!r}.")
-        if n_denovo < 0 or soft_penalty < 0 or group_lasso < 0 or activity_anchor < 0:
+        if min(n_denovo, soft_penalty, group_lasso, activity_anchor, anchor_ridge) < 0:
             raise ValueError(
-                "n_denovo, soft_penalty, group_lasso and activity_anchor must be >= 0."
+                "n_denovo, soft_penalty, group_lasso, activity_anchor and anchor_ridge must be "
+                ">= 0."
+            )
+        if anchor_target not in ANCHOR_TARGETS:
+            raise ValueError(
+                f"anchor_target must be one of {ANCHOR_TARGETS}, got {anchor_target!r}."
             )
         self_n_programs = next(iter(sizes.values()))
         kwargs.pop("n_latent", None)
@@ -460,7 +487,10 @@ class ProgramVAE(GlassVAE):
             sd = torch.as_tensor(sd).float().reshape(n)
             self.register_buffer(f"feature_mean_{mod}", mean, persistent=False)
             self.register_buffer(f"feature_sd_{mod}", sd, persistent=False)
+        self.anchor_target = anchor_target
+        self.anchor_ridge = float(anchor_ridge)
         self._member_matrices: dict = {}
+        self._joint_design_cache: tuple | None = None
         if not 0 <= n_decoys <= self.n_programs:
             raise ValueError(f"n_decoys must be in [0, n_programs], got {n_decoys}.")
         self.n_decoys = int(n_decoys)
@@ -538,11 +568,112 @@ class ProgramVAE(GlassVAE):
             count = count + weight * self.decoders[mod].mask_sizes().to(total.dtype)
         return total / count.clamp(min=1.0)
 
+    def anchor_score(
+        self,
+        x: Mapping[str, torch.Tensor],
+        nonzero: Mapping[str, torch.Tensor | None] | None = None,
+    ) -> torch.Tensor:
+        """The anchor's target for every program, per cell (see ``anchor_target``)."""
+        if self.anchor_target == "mean":
+            return self.member_score(x, nonzero)
+        return self.joint_score(x, nonzero)
+
+    def _joint_design(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Inverse Gram matrix of [intercept, annotated programs], and the decoys' terms.
+
+        Returns ``(inverse, cross, residual)``: the (pseudo-)inverse of ``D^T W D`` for the
+        design ``D`` (an intercept column and the annotated programs' memberships, all
+        modalities stacked, ``W`` the modality weights), ``D^T W d`` for every decoy ``d``
+        (columns), and each decoy's residual sum of squares ``d^T W d - (D^T W d)^T
+        (D^T W D)^+ D^T W d``.
+        """
+        device = self.group_weights.device
+        cached = self._joint_design_cache
+        if cached is not None and cached[0].device == device:
+            return cached
+        k = self.n_programs
+        gram = torch.zeros(k + 1, k + 1, dtype=torch.float64, device=device)
+        for i, mod in enumerate(self.modalities):
+            weight = float(self.modality_weights[i])
+            if weight == 0.0:
+                continue
+            members = self._member_matrix(mod).double()
+            sizes = self.decoders[mod].mask_sizes().to(device=device, dtype=torch.float64)
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+                overlaps = torch.sparse.mm(members, members.t().coalesce()).to_dense()
+            gram[0, 0] += weight * self.decoders[mod].n_features
+            gram[0, 1:] += weight * sizes
+            gram[1:, 0] += weight * sizes
+            gram[1:, 1:] += weight * overlaps
+        n_real = k - self.n_decoys
+        # ridge relative to each program's (weighted) size: ``anchor_ridge * n_members``
+        ridge = self.anchor_ridge * torch.diagonal(gram).clone()
+        ridge[0] = 0.0
+        inverse = torch.linalg.pinv(
+            gram[: n_real + 1, : n_real + 1] + torch.diag(ridge[: n_real + 1]), hermitian=True
+        )
+        cross = gram[: n_real + 1, n_real + 1 :]
+        own = torch.diagonal(gram)[n_real + 1 :] + ridge[n_real + 1 :]
+        residual = (own - (cross * (inverse @ cross)).sum(0)).clamp(min=1e-6)
+        self._joint_design_cache = (inverse.float(), cross.float(), residual.float())
+        return self._joint_design_cache
+
+    def joint_score(
+        self,
+        x: Mapping[str, torch.Tensor],
+        nonzero: Mapping[str, torch.Tensor | None] | None = None,
+    ) -> torch.Tensor:
+        """Each program's coefficient in a joint fit of every cell's expression (cells x programs).
+
+        Per cell, the log-normalised expression over all features (``x > 0`` for Bernoulli
+        modalities; features weighted by their modality's weight) is fitted by least squares on
+        an intercept and the memberships of the annotated programs; the annotated programs'
+        coefficients are returned. A decoy's value is its coefficient when it is added alone to
+        that fit (by Frisch-Waugh-Lovell: its membership residualised on the annotated design).
+        ``nonzero`` is as in :meth:`member_score`.
+        """
+        nonzero = dict(nonzero or {})
+        n_cells = next(iter(x.values())).shape[0]
+        device = self.group_weights.device
+        rhs = torch.zeros(n_cells, self.n_programs + 1, device=device)
+        for i, mod in enumerate(self.modalities):
+            weight = self.modality_weights[i]
+            if float(weight) == 0.0:
+                continue
+            binary = self.likelihoods[mod] == "bernoulli"
+            members = self._member_matrix(mod)
+            flat = nonzero.get(mod)
+            if flat is None:
+                y = normalised_log_expression(x[mod].float(), binary)
+                sums = torch.sparse.mm(members, y.T).T
+                total = y.sum(-1)
+            else:
+                n_feat = x[mod].shape[-1]
+                rows = torch.div(flat, n_feat, rounding_mode="floor")
+                cols = flat - rows * n_feat
+                values = x[mod].float().reshape(-1).take(flat)
+                y = normalised_log_values(values, rows, n_cells, binary)
+                ys = torch.sparse_coo_tensor(
+                    torch.stack([cols, rows]), y, (n_feat, n_cells), check_invariants=False
+                )
+                sums = torch.sparse.mm(members, ys).to_dense().T
+                total = y.new_zeros(n_cells).index_add_(0, rows, y)
+            rhs[:, 0] += weight * total
+            rhs[:, 1:] += weight * sums
+        inverse, cross, residual = self._joint_design()
+        n_real = self.n_programs - self.n_decoys
+        coef = rhs[:, : n_real + 1] @ inverse
+        if not self.n_decoys:
+            return coef[:, 1:]
+        decoys = (rhs[:, n_real + 1 :] - coef @ cross) / residual
+        return torch.cat([coef[:, 1:], decoys], dim=1)
+
     def anchor_penalty(self, tensors: dict, activity: torch.Tensor) -> torch.Tensor:
         """Anchor term of the loss for a minibatch (see ``activity_anchor``)."""
         x = {mod: tensors[key] for mod, key in self.registry_keys.items()}
         nonzero = {mod: tensors.get(nonzero_key(key)) for mod, key in self.registry_keys.items()}
-        score = self.member_score(x, nonzero)
+        score = self.anchor_score(x, nonzero)
         start = min(self.n_frozen, self.n_programs)
         weights = self.activity_anchor * self.group_weights[start:] ** 2
         return anchor_loss(activity[:, start : self.n_programs], score[:, start:], weights)
