@@ -35,12 +35,17 @@ def trained():
     return adata, model
 
 
-def _precision_at_k(adata, key, k=20):
+def _frame(adata, results, key):
+    """A varm entry of an ``inplace=False`` results dict, with its column names."""
+    columns = results["uns"][key]["columns"]
+    return pd.DataFrame(results["varm"]["rna"][key], index=adata.var_names, columns=columns)
+
+
+def _precision_at_k(adata, scores, k=20):
     """Precision at k of the top genes of each label among its type's own planted programs."""
     sim = adata.uns["simulation"]
     profiles = np.asarray(sim["cell_type_profiles"])
     truth = adata.varm["true_programs"]
-    scores = adata.varm[key]
     out = {}
     for i, name in enumerate(sim["cell_type_names"]):
         others = np.delete(profiles, i, axis=0).max(axis=0)
@@ -94,14 +99,17 @@ def test_labels_attributions_recover_planted_programs(trained):
         **EXPLAIN_KW,
     )
     key = "linearvi_integrated_gradients_labels"
-    prec = _precision_at_k(adata, key)
+    scores = glassvi.tl.varm_df(adata, key)
+    # a plain array (h5ad-safe for any class name), its column names in uns[key]["columns"]
+    assert type(adata.varm[key]) is np.ndarray and scores.index.equals(adata.var_names)
+    prec = _precision_at_k(adata, scores)
     print("precision@20 (integrated gradients, labels):", prec)
     # chance is about 0.1; every label's top genes are mostly its own program's genes
     assert np.mean(list(prec.values())) >= 0.75
     assert min(prec.values()) >= 0.5
     table = glassvi.tl.rank_features(adata, key, "type_0", n_top=5, inplace=False)
     assert table["rank"].tolist() == [1, 2, 3, 4, 5]
-    assert table["names"].iloc[0] == adata.varm[key]["type_0"].idxmax()
+    assert table["names"].iloc[0] == scores["type_0"].idxmax()
     # exact decomposition of the predicted logit into per-factor contributions
     contrib = adata.obsm[key]
     assert type(contrib) is np.ndarray
@@ -115,12 +123,12 @@ def test_labels_attributions_recover_planted_programs(trained):
     assert meta["n_steps"] == 20 and meta["columns"] == ["type_0", "type_1", "type_2", "type_3"]
     assert sum(meta["n_cells_per_target"]) == adata.n_obs
     # a broken attribution (random scores) fails the same threshold
-    adata.varm["random_scores"] = pd.DataFrame(
-        np.random.default_rng(0).normal(size=adata.varm[key].shape),
+    random_scores = pd.DataFrame(
+        np.random.default_rng(0).normal(size=scores.shape),
         index=adata.var_names,
-        columns=adata.varm[key].columns,
+        columns=scores.columns,
     )
-    assert np.mean(list(_precision_at_k(adata, "random_scores").values())) < 0.75
+    assert np.mean(list(_precision_at_k(adata, random_scores).values())) < 0.75
 
 
 def test_label_defaults_contrast_annotated_classes_against_a_background(trained):
@@ -140,14 +148,12 @@ def test_label_defaults_contrast_annotated_classes_against_a_background(trained)
     # the evidence for a type comes from its own programs: counted only where a cell
     # expresses more than the background cell it is compared with, the absence of the other
     # types' programs no longer crowds them out
-    adata.varm["default_labels"] = out["varm"]["rna"][key]
-    default = np.mean(list(_precision_at_k(adata, "default_labels").values()))
+    default = np.mean(list(_precision_at_k(adata, _frame(adata, out, key)).values()))
     complete = model.explain(
         method=IG, target="labels", n_steps=20, above_baseline=False, inplace=False, **EXPLAIN_KW
     )
     assert not complete["uns"][key]["above_baseline"]
-    adata.varm["complete_labels"] = complete["varm"]["rna"][key]
-    both = np.mean(list(_precision_at_k(adata, "complete_labels").values()))
+    both = np.mean(list(_precision_at_k(adata, _frame(adata, complete, key)).values()))
     print("precision@20, above the baseline / complete:", default, both)
     assert default >= 0.8 and default > both
     with pytest.raises(ValueError, match="above_baseline"):
@@ -239,16 +245,18 @@ def test_latent_groupby_and_other_methods(trained):
         )
         key = f"linearvi_{method}_latent"
         varm = res["varm"]["rna"]
-        assert varm[key].shape == (300, 8) and np.isfinite(varm[key].to_numpy()).all()
-        assert (varm[f"{key}_abs"].to_numpy() >= np.abs(varm[key].to_numpy()) - 1e-6).all()
-        by = varm[f"{key}_by_batch"]
-        assert list(by.columns[:2]) == ["batch_0|factor_0", "batch_0|factor_1"]
+        assert varm[key].shape == (300, 8) and np.isfinite(varm[key]).all()
+        assert (varm[f"{key}_abs"] >= np.abs(varm[key]) - 1e-6).all()
+        names = res["uns"][key]["group_columns"]
+        assert names[:2] == ["batch_0|factor_0", "batch_0|factor_1"]
+        by = pd.DataFrame(varm[f"{key}_by_batch"], columns=names)
+        overall_mean = pd.DataFrame(varm[key], columns=res["uns"][key]["columns"])
         counts = np.asarray(res["uns"][key]["n_cells_per_group_target"])[:, 0]
         # the overall mean is the count-weighted mean of the group means
         overall = (
             counts[0] * by["batch_0|factor_3"] + counts[1] * by["batch_1|factor_3"]
         ) / counts.sum()
-        np.testing.assert_allclose(overall, varm[key]["factor_3"], rtol=1e-4, atol=1e-7)
+        np.testing.assert_allclose(overall, overall_mean["factor_3"], rtol=1e-4, atol=1e-7)
         obsm = res["obsm"][key]
         assert type(obsm) is np.ndarray and obsm.shape[0] == adata.n_obs
         others = np.setdiff1d(np.arange(adata.n_obs), cells)
@@ -265,9 +273,8 @@ def test_callable_target_and_overwrite_warning(trained):
 
     kw = {"method": "input_x_gradient", "target": factor_contrast, "indices": np.arange(50)}
     model.explain(**kw, **EXPLAIN_KW)
-    assert adata.varm["linearvi_input_x_gradient_factor_contrast"].columns.tolist() == [
-        "factor_contrast"
-    ]
+    key = "linearvi_input_x_gradient_factor_contrast"
+    assert glassvi.tl.varm_df(adata, key).columns.tolist() == ["factor_contrast"]
     with pytest.warns(UserWarning, match="Overwriting"):
         model.explain(**kw, **EXPLAIN_KW)
 
@@ -285,7 +292,9 @@ def test_mudata_keys_per_modality():
     key = "linearvi_integrated_gradients_labels"
     for mod, n in (("rna", 80), ("atac", 160)):
         assert mdata[mod].varm[key].shape == (n, 3)
-        assert mdata[mod].varm[key].index.equals(mdata[mod].var_names)
+        table = glassvi.tl.varm_df(mdata, key, modality=mod)
+        assert table.index.equals(mdata[mod].var_names)
+        assert table.columns.tolist() == ["type_0", "type_1", "type_2"]
         assert f"{key}_abs" in mdata[mod].varm and f"{key}_by_batch" in mdata[mod].varm
     assert mdata.obsm[key].shape == (200, 4)
     assert mdata.uns[key]["modalities"] == {"rna": "rna", "atac": "atac"}
@@ -340,3 +349,35 @@ def test_bad_input_fails_before_computing(trained, monkeypatch):
         bare.predict()
     with pytest.raises(ValueError, match="classifier=True"):
         LinearVI(no_labels, classifier=True)
+
+
+def test_class_names_with_a_slash_round_trip_through_h5ad(tmp_path):
+    """Per-class tables are plain arrays (names in uns), so h5ad takes any class name."""
+    import anndata as ad
+    import matplotlib
+
+    matplotlib.use("Agg")
+    adata = glassvi.data.simulate(n_cells=120, n_genes=40, n_cell_types=3, n_batches=2, seed=1)
+    names = {"type_0": "CD4+/CD25 T Reg", "type_1": "B cells", "type_2": "NK/NKT"}
+    adata.obs["cell_type"] = adata.obs["cell_type"].cat.rename_categories(names)
+    LinearVI.setup_anndata(adata, layer="counts", batch_key="batch", labels_key="cell_type")
+    model = LinearVI(adata, n_latent=3)
+    model.train(max_epochs=2, **TRAIN_KW)
+    model.explain(method=IG, target="labels", n_steps=5, groupby="batch", **EXPLAIN_KW)
+    key = "linearvi_integrated_gradients_labels"
+    before = {k: glassvi.tl.varm_df(adata, k) for k in adata.uns[key]["varm_keys"].values()}
+    path = tmp_path / "slash.h5ad"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        adata.write_h5ad(path)
+    back = ad.read_h5ad(path)
+    for k, table in before.items():
+        got = glassvi.tl.varm_df(back, k)
+        pd.testing.assert_frame_equal(got, table, check_dtype=False)
+    assert "CD4+/CD25 T Reg" in before[key].columns
+    assert "batch_0|NK/NKT" in before[f"{key}_by_batch"].columns
+    ranked = glassvi.tl.rank_features(back, key, "CD4+/CD25 T Reg", n_top=3, inplace=False)
+    top = before[key]["CD4+/CD25 T Reg"].nlargest(3).index.tolist()
+    assert ranked["names"].tolist() == top
+    ax = glassvi.pl.attribution_heatmap(back, key, n_top=2, show=False)
+    assert "CD4+/CD25 T Reg" in [t.get_text() for t in ax.get_yticklabels()]

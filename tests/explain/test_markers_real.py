@@ -58,6 +58,7 @@ def pbmc():
             )
             copy = test.copy()
             copy.varm[KEY] = res["varm"]["rna"][KEY]
+            copy.uns[KEY] = res["uns"][KEY]
             out[name] = copy
         runs.append(out)
     return runs
@@ -80,7 +81,7 @@ def test_signed_class_evidence_names_the_markers_of_held_out_pbmcs(pbmc):
 def test_top_features_agree_across_training_seeds(pbmc):
     agreement = {}
     for name in ("new", "former"):
-        scores = [run[name].varm[KEY][list(MARKERS)].fillna(-1e30) for run in pbmc]
+        scores = [glassvi.tl.varm_df(run[name], KEY)[list(MARKERS)].fillna(-1e30) for run in pbmc]
         agreement[name] = stability(scores, k=50)["topk_jaccard"].mean()
     print("top-50 Jaccard across two training seeds:", agreement)
     assert agreement["new"] >= 0.42

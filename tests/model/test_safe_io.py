@@ -162,8 +162,17 @@ def test_reordered_features_give_identical_correctly_labelled_results(saved):
     result = model.explain(shuffled, method="saliency", inplace=False, progress_bar=False)
     reference = model.explain(method="saliency", inplace=False, progress_bar=False)
     key = "linearvi_saliency_latent"
-    got = result["varm"]["rna"][key]
-    pd.testing.assert_frame_equal(got.loc[adata.var_names], reference["varm"]["rna"][key])
+    # computed in the model's feature order; written in the order of the object passed in
+    np.testing.assert_allclose(result["varm"]["rna"][key], reference["varm"]["rna"][key])
+    model.explain(shuffled, method="saliency", progress_bar=False)
+    written = glassvi.tl.varm_df(shuffled, key)
+    assert written.index.equals(shuffled.var_names)
+    expected = pd.DataFrame(
+        reference["varm"]["rna"][key],
+        index=adata.var_names,
+        columns=reference["uns"][key]["columns"],
+    )
+    pd.testing.assert_frame_equal(written.loc[adata.var_names], expected)
     # a copy with extra features is matched too; missing ones are named
     with pytest.raises(ValueError, match=r"lacks 3 of the model's 60 features: '"):
         model.get_latent_representation(adata[:, 3:].copy())

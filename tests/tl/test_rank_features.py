@@ -113,3 +113,16 @@ def test_mudata_ranks_modalities_together_or_one(adata):
     assert list(ranked["modality"]["B cells"]) == ["atac", "rna"]
     glassvi.tl.rank_features(mdata, KEY, modality="rna", n_top=1)
     assert list(mdata["rna"].uns["rank_features"]["names"]["NK"]) == ["GNLY"]
+
+
+def test_varm_df_names_the_columns_of_an_array_from_uns(adata):
+    table = adata.varm[KEY]
+    adata.varm[KEY] = table.to_numpy()
+    with pytest.raises(TypeError, match="column names are not recorded"):
+        glassvi.tl.varm_df(adata, KEY)
+    adata.uns[KEY].update(varm_keys={"mean": KEY}, columns=list(table.columns))
+    pd.testing.assert_frame_equal(glassvi.tl.varm_df(adata, KEY), table)
+    ranked = glassvi.tl.rank_features(adata, KEY, "CD4+/CD25 T", n_top=2, inplace=False)
+    assert ranked["names"].tolist() == ["CD3E", "IL7R"]
+    with pytest.raises(KeyError, match="not in .varm"):
+        glassvi.tl.varm_df(adata, "absent")

@@ -73,34 +73,33 @@ def attribution_results(
     Returns
     -------
     dict with ``"obsm"`` ``{key: array}`` (cells x ``cell_columns``), ``"varm"``
-    ``{modality: {key: DataFrame, key + "_abs": DataFrame, ...}}`` and ``"uns"``
-    ``{key: dict}``.
+    ``{modality: {key: array, key + "_abs": array, ...}}`` (features x ``target_columns``; the
+    per-group entries features x ``uns[key]["group_columns"]``) and ``"uns"`` ``{key: dict}``.
 
     Examples
     --------
     >>> results = attribution_results(res, key="linearvi_saliency_latent", ...)
     >>> results["varm"]["rna"]["linearvi_saliency_latent"].shape  # genes x factors
+    >>> results["uns"]["linearvi_saliency_latent"]["columns"]  # the factors' names
     """
-    varm: dict[str, dict[str, pd.DataFrame]] = {}
+    varm: dict[str, dict[str, np.ndarray]] = {}
     keys = {"mean": key, "mean_abs": _keys.absolute(key)}
     by_key = _keys.by_group(key, groupby) if groupby is not None else None
     if by_key is not None:
         keys.update({"group_mean": by_key, "group_mean_abs": _keys.absolute(by_key)})
-    for m, (role, names) in enumerate(var_names.items()):
+    # plain features x columns arrays, like obsm: h5ad would store DataFrame columns as h5 keys,
+    # which may not hold the "/" of class names; the names are in uns[key] (see glassvi._varm)
+    for m, role in enumerate(var_names):
         entries = {
-            key: pd.DataFrame(result.mean[m][0].T, index=names, columns=list(target_columns)),
-            _keys.absolute(key): pd.DataFrame(
-                result.mean_abs[m][0].T, index=names, columns=list(target_columns)
-            ),
+            key: np.asarray(result.mean[m][0].T, dtype=np.float32),
+            _keys.absolute(key): np.asarray(result.mean_abs[m][0].T, dtype=np.float32),
         }
         if by_key is not None:
-            cols = group_columns(group_names, target_columns)
             for entry, arr in (
                 (by_key, result.mean[m]),
                 (keys["group_mean_abs"], result.mean_abs[m]),
             ):
-                flat = arr[1:].reshape(-1, arr.shape[-1]).T
-                entries[entry] = pd.DataFrame(flat, index=names, columns=cols)
+                entries[entry] = np.asarray(arr[1:].reshape(-1, arr.shape[-1]).T, np.float32)
         varm[role] = entries
     cells = np.full((len(obs_names), len(cell_columns)), np.nan, dtype=np.float32)
     cells[explained] = result.cell_scores
@@ -128,6 +127,7 @@ def attribution_results(
         uns["groupby"] = groupby
         uns["groups"] = [str(g) for g in group_names]
         uns["group_separator"] = GROUP_SEP
+        uns["group_columns"] = group_columns(group_names, target_columns)
         uns["n_cells_per_group_target"] = result.counts[1:].astype(int).tolist()
     return {"obsm": obsm, "varm": varm, "uns": {key: uns}}
 

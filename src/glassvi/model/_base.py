@@ -331,7 +331,7 @@ class GlassModelBase(
         -------
         ``None`` when ``inplace=True`` (or, with ``return_per_cell=True``, the per-cell dict
         below); otherwise a dict with the entries that would have been written:
-        ``{"obsm": {key: array}, "varm": {modality: {key: DataFrame}}, "uns": {key: dict}}``
+        ``{"obsm": {key: array}, "varm": {modality: {key: array}}, "uns": {key: dict}}``
         plus ``"per_cell"`` when asked for. The per-cell dict holds ``"attributions"``
         (modality -> array cells x features x targets, or cells x features for
         ``target="labels"``), ``"obs_names"``, ``"columns"``, ``"delta"`` (completeness
@@ -344,7 +344,9 @@ class GlassModelBase(
         (a callable target is named by its ``__name__``, or ``"custom"``):
 
         ``.varm[key]``
-            Features x targets: mean signed attribution over the explained cells. For
+            A features x targets array (names in ``.uns[key]["columns"]``; h5ad cannot keep
+            names such as ``"CD4+/CD25 T Reg"`` as column keys; :func:`glassvi.tl.varm_df`
+            gives a named DataFrame): mean signed attribution over the explained cells. For
             ``target="labels"``, column ``c`` is the mean over the cells explained for ``c``
             (annotated as ``c``, or predicted as ``c`` when unlabelled or with
             ``label_target="predicted"``) of the attribution of the class's margin
@@ -355,7 +357,8 @@ class GlassModelBase(
         ``.varm[key + "_abs"]``
             The mean absolute attribution.
         ``.varm[key + f"_by_{groupby}"]`` and ``... + "_abs"``
-            With ``groupby``: the same means per group, columns ``"<group>|<target>"``.
+            With ``groupby``: the same means per group, columns ``"<group>|<target>"`` (names
+            in ``.uns[key]["group_columns"]``).
         ``.obsm[key]``
             A cells x columns array (names in ``.uns[key]["cell_columns"]``, as scanpy keeps
             embeddings). Cells x latent units for ``target="labels"``: the contribution of each
@@ -371,7 +374,8 @@ class GlassModelBase(
             ``|attribution|`` per output.
         ``.uns[key]``
             ``method``, ``target``, ``baseline``, ``n_steps``, ``n_samples``,
-            ``baselines_per_cell``, ``columns``, ``cell_columns``, cell counts, ``varm_keys``,
+            ``baselines_per_cell``, ``columns``, ``cell_columns``, ``group_columns`` (with
+            ``groupby``), cell counts, ``varm_keys``,
             ``obsm_definition``; for ``target="labels"`` also ``label_contrast``,
             ``label_target``, ``labels_key`` and ``varm_definition``; ``above_baseline``; and
             ``convergence``

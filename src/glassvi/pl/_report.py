@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from .. import _keys
+from .._varm import stored_columns
 from .._version import __version__
 from ..tl import rank_features
 from . import _record as rec
@@ -88,7 +89,16 @@ def _attribution_keys(data: Any, prefix: str, record: dict) -> list[tuple[str | 
             if key in skip or not _keys.has_prefix(key, prefix):
                 continue
             value = container.varm[key]
-            if not isinstance(value, pd.DataFrame) or value.shape[1] == 0:
+            if not isinstance(value, pd.DataFrame):
+                # glassvi's attribution tables: arrays with their column names in .uns
+                n = np.shape(value)[1] if np.ndim(value) == 2 else 0
+                named = n and (
+                    stored_columns(data.uns, key, n) or stored_columns(container.uns, key, n)
+                )
+                if not named:
+                    continue
+                value, _, _ = _utils.resolve_varm(data, key, mod)
+            if value.shape[1] == 0:
                 continue
             if not all(pd.api.types.is_numeric_dtype(t) for t in value.dtypes):
                 continue

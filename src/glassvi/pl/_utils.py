@@ -14,6 +14,7 @@ from anndata import AnnData
 
 from .. import _keys
 from .._docs import fill_docs
+from .._varm import stored_columns
 
 logger = logging.getLogger(__name__)
 
@@ -124,8 +125,12 @@ def _stored_columns(data: Any, key: str, n: int) -> list[str]:
     """Column names kept beside an ``.obsm`` array in ``.uns``.
 
     glassvi keeps them in ``uns[prefix]["columns"]`` (latent representations, found through the
-    record's ``latent_key``) and ``uns[key]["cell_columns"]`` (cell-level attributions).
+    record's ``latent_key``), ``uns[key]["cell_columns"]`` (cell-level attributions) and
+    ``uns[key]["columns"]``/``["group_columns"]`` (attribution tables in ``.varm``).
     """
+    recorded = stored_columns(data.uns, key, n)  # per-target attribution tables in .varm
+    if recorded is not None:
+        return recorded
     record = data.uns.get(key)
     for field in ("cell_columns", "names"):  # attribution records; other tools' name lists
         if isinstance(record, Mapping) and field in record and len(record[field]) == n:

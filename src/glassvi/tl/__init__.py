@@ -1,5 +1,5 @@
 """Analysis of results already stored in the AnnData/MuData."""
 
-from ._rankings import rank_features
+from ._rankings import rank_features, varm_df
 
-__all__ = ["rank_features"]
+__all__ = ["rank_features", "varm_df"]

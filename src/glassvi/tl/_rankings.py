@@ -16,7 +16,7 @@ import pandas as pd
 from anndata import AnnData
 from mudata import MuData
 
-from .. import _keys
+from .. import _keys, _varm
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +45,56 @@ def _containers(adata, key: str, modality: str | None) -> list[tuple[str | None,
     if key not in adata.varm:
         raise KeyError(f"{key!r} is not in .varm (keys: {list(adata.varm.keys())}).")
     return [(None, adata)]
+
+
+def _frame(adata, cont: AnnData, key: str) -> pd.DataFrame:
+    """``cont.varm[key]`` as a DataFrame, its column names from ``cont.uns`` or ``adata.uns``."""
+    values = cont.varm[key]
+    if isinstance(values, pd.DataFrame):
+        return values
+    n = np.shape(values)[1] if np.ndim(values) == 2 else 0
+    columns = _varm.stored_columns(cont.uns, key, n)
+    if columns is None and adata is not cont:
+        columns = _varm.stored_columns(adata.uns, key, n)
+    if columns is None:
+        raise TypeError(
+            f".varm[{key!r}] is an array whose column names are not recorded in .uns "
+            "(glassvi.explain records them in uns[key]['columns'])."
+        )
+    return _varm.as_frame(values, cont.var_names, columns)
+
+
+def varm_df(adata: AnnData | MuData, key: str, *, modality: str | None = None) -> pd.DataFrame:
+    """A ``.varm`` entry as a DataFrame: features x columns, with its column names.
+
+    glassvi writes its attribution tables to ``.varm`` as plain arrays (h5ad cannot store
+    column names such as ``"CD4+/CD25 T Reg"`` as keys) and keeps the column names in the
+    record ``.uns[key]`` (``columns``; ``group_columns`` for per-group entries). This
+    returns the table with its names; a DataFrame entry is returned as stored.
+
+    Parameters
+    ----------
+    adata
+        AnnData, or MuData whose modality holds ``varm[key]``.
+    key
+        ``.varm`` key, e.g. ``"linearvi_integrated_gradients_labels"`` or its ``"_abs"``
+        companion.
+    modality
+        For a MuData: the modality to read; by default the first one holding ``key``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Indexed by the ``var_names`` of the AnnData (modality) holding the entry.
+
+    Examples
+    --------
+    >>> model.explain(method="integrated_gradients", target="labels")
+    >>> table = glassvi.tl.varm_df(adata, "linearvi_integrated_gradients_labels")
+    >>> table["B cells"].nlargest(10)  # the strongest evidence for the class
+    """
+    mod, cont = _containers(adata, key, modality)[0]
+    return _frame(adata, cont, key)
 
 
 def rank_table(
@@ -217,9 +267,7 @@ def rank_features(
     containers = _containers(adata, key, modality)
     frames = []
     for mod, cont in containers:
-        values = cont.varm[key]
-        if not isinstance(values, pd.DataFrame):
-            raise TypeError(f".varm[{key!r}] is not a DataFrame with named columns.")
+        values = _frame(adata, cont, key)
         if groups is not None:
             absent = [g for g in groups if g not in values.columns]
             if absent:
