@@ -27,7 +27,7 @@ def _run(model, method, seed):
         indices=np.arange(20),
         progress_bar=False,
     )
-    return out["varm"]["rna"][f"linearvi_{method}_latent"].to_numpy()
+    return np.asarray(out["varm"]["rna"][f"linearvi_{method}_latent"])
 
 
 @pytest.mark.parametrize(
