@@ -143,8 +143,11 @@ def _in_feature_order(value, model_names: pd.Index, var_names: pd.Index):
     if model_names.equals(var_names):
         return value
     rows = pd.Index(model_names).get_indexer(var_names)
-    out = np.full((len(var_names), *np.shape(value)[1:]), np.nan)
-    out[rows >= 0] = np.asarray(value)[rows[rows >= 0]]
+    value = np.asarray(value)
+    # float results keep their precision; anything else widens to hold the NaN of extra rows
+    dtype = value.dtype if value.dtype.kind == "f" else np.float64
+    out = np.full((len(var_names), *value.shape[1:]), np.nan, dtype=dtype)
+    out[rows >= 0] = value[rows[rows >= 0]]
     return out
 
 
