@@ -122,7 +122,9 @@ CORTEX_MARKERS = {
 SCORED = [name for name in CORTEX_MARKERS if name != "Endo"]
 
 
-def _marker_aurocs(modalities, seed: int = 0, **model_kwargs) -> dict[str, float]:
+def _marker_aurocs(
+    modalities, seed: int = 0, **model_kwargs
+) -> tuple[dict[str, float], ProgramVI]:
     """AUROC of each marker program's activity for its cell types (bundled SNARE-seq)."""
     import scvi
     from sklearn.metrics import roc_auc_score
@@ -140,10 +142,11 @@ def _marker_aurocs(modalities, seed: int = 0, **model_kwargs) -> dict[str, float
     model.train(max_epochs=40, batch_size=128, train_size=1.0, enable_progress_bar=False)
     activity = model.get_program_activity()
     cell_type = mdata.obs["cell_type"].astype(str).to_numpy()
-    return {
+    aurocs = {
         name: float(roc_auc_score(np.isin(cell_type, CORTEX_MARKERS[name][1]), activity[name]))
         for name in SCORED
     }
+    return aurocs, model
 
 
 @pytest.mark.slow
@@ -157,10 +160,33 @@ def test_multiome_marker_programs_not_worse_than_rna_on_real_data():
     model (``modality_weights={"atac": 1.0}``, the earlier default) fails the mean checks: 0.859 /
     0.856 / 0.862, with the oligodendrocyte program about 0.10 below RNA alone.
     """
-    rna = _marker_aurocs(["rna"])
-    multiome = _marker_aurocs(["rna", "atac"])
+    rna, _ = _marker_aurocs(["rna"])
+    multiome, model = _marker_aurocs(["rna", "atac"])
+    # oligodendrocytes open their myelin genes' regions: the program's peaks carry weight
+    peak_weights = model.get_program_weights("atac")["Oligo"]
+    members = peak_weights[model.adata["atac"].varm["programs"]["Oligo"].to_numpy()]
+    assert len(members) >= 10 and (members > 0).mean() >= 0.5, members.describe()
     drops = {name: rna[name] - multiome[name] for name in SCORED}
     assert max(drops.values()) <= 0.1, drops
     mean_rna, mean_multiome = np.mean(list(rna.values())), np.mean(list(multiome.values()))
     assert mean_multiome >= mean_rna - 0.015, (multiome, rna)
     assert mean_multiome >= 0.87, multiome
+
+
+def test_peak_weights_of_active_programs_are_positive(multiome):
+    """The ATAC likelihood gives the peaks of programs that open them positive weights."""
+    import scvi
+
+    mdata = _with_programs(multiome)
+    ProgramVI.setup_mudata(mdata, batch_key="batch")
+    scvi.settings.seed = 0
+    model = ProgramVI(mdata, n_decoys=0)
+    model.train(max_epochs=30, batch_size=64, enable_progress_bar=False)
+    weights = model.get_program_weights("atac")
+    mask = mdata["atac"].varm["programs"]
+    names = mdata.uns["simulation"]["program_names"]
+    active = np.asarray(mdata.uns["simulation"]["active_programs"])
+    for name in np.asarray(names)[active]:
+        members = weights[name][mask[name].to_numpy()]
+        assert (members > 0).mean() >= 0.5, (name, (members > 0).mean())
+    assert (weights.to_numpy()[~mask.to_numpy()] == 0).all()
