@@ -51,6 +51,10 @@ class LinearVI(GlassModelBase):
         cells of the unlabelled category only enter the ELBO). ``None`` (default) adds it when
         a ``labels_key`` with at least two labels was registered. Its weight in the loss is
         ``classification_ratio`` (a keyword of :class:`~glassvi.module.GlassVAE`, default 50).
+        A lighter weight trades prediction for attributions that follow the expression: at 10,
+        the label attributions of held-out pbmc68k cells named more markers in each of 5
+        training seeds (4.6 vs 4.0 of 6 per type among the top 50), immune1k's slightly fewer
+        (4.4 vs 4.5 of 6), and the head predicted the labels less well after short training.
     modality_weights
         How much each modality shapes the latent factors, in ``[0, 1]``;
         each modality's decoder always fits its own counts. ``None`` (default): ATAC weighs
