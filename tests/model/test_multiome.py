@@ -9,6 +9,7 @@ from scvi import REGISTRY_KEYS
 import glassvi
 from glassvi.model import LinearVI, ProgramVI
 from glassvi.module import MULTIOME_ATAC_WEIGHT, GlassVAE, resolve_modality_weights
+from simulated import add_true_programs
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")  # mudata's update() notice
 
@@ -22,11 +23,7 @@ def multiome():
 
 def _with_programs(mdata):
     mdata = mdata.copy()
-    truth = mdata["rna"].varm["true_programs"]
-    names = mdata.uns["simulation"]["program_names"]
-    sets = {n: list(mdata["rna"].var_names[truth[:, i]]) for i, n in enumerate(names)}
-    glassvi.pp.add_programs(mdata["rna"], sets, min_genes=1)
-    glassvi.pp.add_peak_programs(mdata, links="gene")
+    add_true_programs(mdata)
     return mdata
 
 

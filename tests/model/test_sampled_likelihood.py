@@ -9,6 +9,7 @@ import glassvi
 from glassvi.model import LinearVI, ProgramVI
 from glassvi.module import nonzero_key
 from glassvi.train import MinibatchDataset
+from simulated import add_true_programs
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")  # mudata's update() notice
 
@@ -20,11 +21,7 @@ def multiome():
     mdata = glassvi.data.simulate(
         n_cells=160, n_genes=80, n_peaks=300, n_programs=4, modality="multiome", seed=5
     )
-    truth = mdata["rna"].varm["true_programs"]
-    names = mdata.uns["simulation"]["program_names"]
-    sets = {n: list(mdata["rna"].var_names[truth[:, i]]) for i, n in enumerate(names)}
-    glassvi.pp.add_programs(mdata["rna"], sets, min_genes=1)
-    glassvi.pp.add_peak_programs(mdata, links="gene")
+    add_true_programs(mdata)
     for mod in ("rna", "atac"):
         mdata[mod].X = sp.csr_matrix(mdata[mod].X)
     return mdata

@@ -17,6 +17,7 @@ from glassvi.module._sparse_input import (
     dense_input,
 )
 from glassvi.train import MinibatchDataset
+from simulated import add_true_programs
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")  # mudata's update() notice
 
@@ -188,11 +189,7 @@ def multiome():
     mdata = glassvi.data.simulate(
         n_cells=150, n_genes=60, n_peaks=400, n_programs=4, modality="multiome", seed=7
     )
-    truth = mdata["rna"].varm["true_programs"]
-    names = mdata.uns["simulation"]["program_names"]
-    sets = {n: list(mdata["rna"].var_names[truth[:, i]]) for i, n in enumerate(names)}
-    glassvi.pp.add_programs(mdata["rna"], sets, min_genes=1)
-    glassvi.pp.add_peak_programs(mdata, links="gene")
+    add_true_programs(mdata)
     mdata.obs["sample"] = np.where(np.arange(mdata.n_obs) % 2 == 0, "s1", "s2")
     return mdata
 
