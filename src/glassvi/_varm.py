@@ -2,13 +2,17 @@
 
 h5ad writes the columns of a DataFrame in ``.varm`` as keys of an h5 group, and h5 keys may not
 hold a "/" (anndata warns now and will refuse it), yet class names such as "CD4+/CD25 T Reg"
-do. So glassvi writes its per-target attribution tables as plain float arrays, as ``.obsm``
-entries are, and keeps the column names in the record ``.uns[key]`` that describes them:
+and gene-set names such as "GO:0000082 G1/S transition of mitotic cell cycle" do. So glassvi
+writes every table it keeps in ``.varm`` as a plain array, as ``.obsm`` entries are, and keeps
+the column names in a record in ``.uns``:
 
-- ``columns`` for ``varm[key]`` and ``varm[key + "_abs"]``;
-- ``group_columns`` for the per-group entries ``varm[key + "_by_<groupby>"]`` (and ``_abs``).
+- a program mask ``varm[key]`` (``glassvi.pp``): ``uns[key]["names"]``;
+- the decoder weights of ``explain()`` and its attribution tables: the record ``.uns[prefix]``
+  or ``.uns[key]`` lists the entries it describes in ``varm_keys`` (field -> varm key), and
+  :data:`COLUMN_FIELDS` says which of its fields names each entry's columns (``columns``;
+  ``group_columns`` for the per-group entries ``varm[key + "_by_<groupby>"]``).
 
-The record lists the entries it describes in ``varm_keys`` (field -> varm key).
+Entries written by earlier versions (DataFrames) are read as they are.
 """
 
 from __future__ import annotations
@@ -21,11 +25,19 @@ import pandas as pd
 
 #: the ``varm_keys`` field of a record -> the record field holding that entry's column names
 COLUMN_FIELDS = {
+    "weights": "columns",
     "mean": "columns",
     "mean_abs": "columns",
     "group_mean": "group_columns",
     "group_mean_abs": "group_columns",
 }
+#: field of a program mask's record ``uns[key]`` naming the mask's columns
+MASK_NAMES = "names"
+
+
+def _names(values: Any, n: int) -> list[str] | None:
+    names = [str(c) for c in values]
+    return names if len(names) == n else None
 
 
 def stored_columns(uns: Mapping, key: str, n: int) -> list[str] | None:
@@ -49,6 +61,8 @@ def stored_columns(uns: Mapping, key: str, n: int) -> list[str] | None:
     >>> uns = {"k": {"varm_keys": {"mean": "k", "mean_abs": "k_abs"}, "columns": ["a/b", "c"]}}
     >>> stored_columns(uns, "k_abs", 2)
     ['a/b', 'c']
+    >>> stored_columns({"programs": {"names": ["G1/S transition"]}}, "programs", 1)
+    ['G1/S transition']
     """
     for record in uns.values():
         if not isinstance(record, Mapping):
@@ -60,10 +74,59 @@ def stored_columns(uns: Mapping, key: str, n: int) -> list[str] | None:
             names_field = COLUMN_FIELDS.get(str(field))
             if str(entry) != key or names_field is None or names_field not in record:
                 continue
-            names = [str(c) for c in record[names_field]]
-            if len(names) == n:
+            names = _names(record[names_field], n)
+            if names is not None:
+                return names
+    record = uns.get(key)
+    if isinstance(record, Mapping) and MASK_NAMES in record:
+        names = _names(record[MASK_NAMES], n)
+        if names is not None:
+            return names
+    for record in uns.values():  # decoder weights recorded without varm_keys
+        if isinstance(record, Mapping) and record.get("weights_key") == key:
+            names = _names(record.get("columns", []), n)
+            if names is not None:
                 return names
     return None
+
+
+def entry_columns(data: Any, container: Any, key: str) -> list[str] | None:
+    """Column names of ``container.varm[key]``: a DataFrame's columns or the recorded names.
+
+    The records are looked up in ``container.uns``, then in ``data.uns`` (a MuData keeps the
+    records of ``explain()`` in its own ``.uns``, the masks' in each modality's).
+
+    Examples
+    --------
+    >>> entry_columns(adata, adata, "programs")  # doctest: +SKIP
+    ['GO:0000082 G1/S transition of mitotic cell cycle', ...]
+    """
+    values = container.varm[key]
+    if isinstance(values, pd.DataFrame):
+        return [str(c) for c in values.columns]
+    n = np.shape(values)[1] if np.ndim(values) == 2 else 0
+    if not n:
+        return None
+    names = stored_columns(container.uns, key, n)
+    if names is None and data is not container:
+        names = stored_columns(data.uns, key, n)
+    return names
+
+
+def entry_frame(data: Any, container: Any, key: str) -> pd.DataFrame | None:
+    """``container.varm[key]`` as a named DataFrame (``None`` when its names are not recorded).
+
+    Examples
+    --------
+    >>> entry_frame(adata, adata, "programvi_weights")["G1/S transition"]  # doctest: +SKIP
+    """
+    values = container.varm[key]
+    if isinstance(values, pd.DataFrame):
+        return values
+    names = entry_columns(data, container, key)
+    if names is None:
+        return None
+    return as_frame(values, container.var_names, names)
 
 
 def as_frame(values: Any, index: pd.Index, columns: list[str] | None) -> pd.DataFrame:
@@ -84,3 +147,14 @@ def as_frame(values: Any, index: pd.Index, columns: list[str] | None) -> pd.Data
     if columns is None:
         columns = [str(i) for i in range(values.shape[1])]
     return pd.DataFrame(values, index=index, columns=columns)
+
+
+def has_slash(names: Any) -> list[str]:
+    """The names holding a "/", which h5ad cannot write as the keys of a DataFrame's columns.
+
+    Examples
+    --------
+    >>> has_slash(["G1/S transition", "apoptosis"])
+    ['G1/S transition']
+    """
+    return [str(n) for n in names if "/" in str(n)]

@@ -1,3 +1,5 @@
+import warnings
+
 import anndata as ad
 import mudata as md
 import numpy as np
@@ -13,12 +15,12 @@ def test_run_default_is_programvi_with_hallmark(tmp_path, capsys):
     assert main(["run", "--epochs", "2", "--out", str(out), "--quiet"]) == 0
     res = ad.read_h5ad(out / "results.h5ad")
     assert res.shape == (1000, 6397)
-    names = list(res.varm["programs"].columns)
+    names = list(glassvi.tl.varm_df(res, "programs").columns)
     assert len(names) > 40 and all(n.startswith("HALLMARK_") for n in names)
     assert list(res.uns["programvi"]["columns"]) == names
-    weights = res.varm["programvi_weights"]
+    weights = glassvi.tl.varm_df(res, "programvi_weights")
     assert weights.shape == (6397, len(names))
-    assert (weights.to_numpy()[~res.varm["programs"].to_numpy()] == 0).all()
+    assert (weights.to_numpy()[~res.varm["programs"]] == 0).all()
     assert res.uns["programvi"]["model"] == "ProgramVI"
     text = capsys.readouterr().out
     assert "Programs the data support" in text
@@ -33,7 +35,8 @@ def test_run_default_is_programvi_with_hallmark(tmp_path, capsys):
 
 def test_run_program_with_gmt_and_denovo(tmp_path):
     adata = glassvi.data.simulate(n_cells=200, n_genes=120, n_programs=5, seed=3)
-    names = adata.uns["simulation"]["program_names"]
+    # names as GO's, with a "/" (e.g. "G1/S transition"), which h5ad keeps only as values
+    names = [f"GO:{j} G{j}/S transition" for j in range(5)]
     truth = adata.varm["true_programs"]
     gmt = tmp_path / "sets.gmt"
     gmt.write_text(
@@ -46,9 +49,15 @@ def test_run_program_with_gmt_and_denovo(tmp_path):
     adata.write_h5ad(path)
     out = tmp_path / "o"
     argv = ["run", str(path), "--layer", "counts", "--programs", str(gmt), "--n-denovo", "2"]
-    assert main(argv + ["--epochs", "1", "--out", str(out), "--quiet"]) == 0
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="Forward slashes")
+        assert main(argv + ["--epochs", "1", "--out", str(out), "--quiet"]) == 0
     res = ad.read_h5ad(out / "results.h5ad")
     assert list(res.uns["programvi"]["columns"]) == names + ["denovo_0", "denovo_1"]
+    assert list(glassvi.tl.varm_df(res, "programs").columns) == names
+    weights = glassvi.tl.varm_df(res, "programvi_weights")
+    assert list(weights.columns) == names + ["denovo_0", "denovo_1"]
+    assert (weights[names].to_numpy()[~res.varm["programs"]] == 0).all()
 
 
 def test_run_program_multiome_links_peaks(tmp_path):
@@ -59,7 +68,8 @@ def test_run_program_multiome_links_peaks(tmp_path):
     assert main(["run", str(path), "--epochs", "1", "--out", str(out), "--quiet"]) == 0
     res = md.read_h5mu(out / "results.h5mu")
     assert "programvi_weights" in res["atac"].varm and "programvi_weights" in res["rna"].varm
-    assert list(res["atac"].varm["programs"].columns) == list(res["rna"].varm["programs"].columns)
+    atac_names = glassvi.tl.varm_df(res, "programs", modality="atac").columns
+    assert list(atac_names) == list(glassvi.tl.varm_df(res, "programs", modality="rna").columns)
 
 
 def test_run_linear_default_data(tmp_path, capsys):
@@ -75,7 +85,7 @@ def test_run_linear_default_data(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "factor_4" in text and "Top rna features" in text
     # the summary names the genes with the largest loadings of factor_0
-    top = res.varm["linearvi_loadings"]["factor_0"].sort_values().index[-1]
+    top = glassvi.tl.varm_df(res, "linearvi_loadings")["factor_0"].sort_values().index[-1]
     assert top in text
 
 

@@ -40,7 +40,7 @@ def test_rna_real_data_trains_and_explains():
     assert _elbo_drops(model)
     model.explain()
     latent = adata.obsm["X_linearvi"]
-    loadings = adata.varm["linearvi_loadings"]
+    loadings = glassvi.tl.varm_df(adata, "linearvi_loadings")
     # a plain array, names in uns, as scanpy stores embeddings: scanpy plots it directly
     assert type(latent) is np.ndarray and latent.shape == (adata.n_obs, 8)
     assert list(adata.uns["linearvi"]["columns"]) == [f"factor_{i}" for i in range(8)]
@@ -109,7 +109,7 @@ def test_multiome_writes_per_modality_keys(multiome):
     stacked = model.get_loadings()
     assert stacked.shape == (mdata["rna"].n_vars + mdata["atac"].n_vars, 6)
     pd.testing.assert_frame_equal(
-        model.get_loadings("atac"), mdata["atac"].varm["linearvi_loadings"]
+        model.get_loadings("atac"), glassvi.tl.varm_df(mdata, "linearvi_loadings", modality="atac")
     )
     with pytest.raises(KeyError, match="protein"):
         model.get_loadings("protein")

@@ -165,7 +165,7 @@ def test_multiome_marker_programs_not_worse_than_rna_on_real_data():
     multiome, model = _marker_aurocs(["rna", "atac"])
     # oligodendrocytes open their myelin genes' regions: the program's peaks carry weight
     peak_weights = model.get_program_weights("atac")["Oligo"]
-    members = peak_weights[model.adata["atac"].varm["programs"]["Oligo"].to_numpy()]
+    members = peak_weights[glassvi.tl.varm_df(model.adata["atac"], "programs")["Oligo"].to_numpy()]
     assert len(members) >= 10 and (members > 0).mean() >= 0.5, members.describe()
     drops = {name: rna[name] - multiome[name] for name in SCORED}
     assert max(drops.values()) <= 0.1, drops
@@ -184,7 +184,7 @@ def test_peak_weights_of_active_programs_are_positive(multiome):
     model = ProgramVI(mdata, n_decoys=0)
     model.train(max_epochs=30, batch_size=64, enable_progress_bar=False)
     weights = model.get_program_weights("atac")
-    mask = mdata["atac"].varm["programs"]
+    mask = glassvi.tl.varm_df(mdata["atac"], "programs")
     names = mdata.uns["simulation"]["program_names"]
     active = np.asarray(mdata.uns["simulation"]["active_programs"])
     for name in np.asarray(names)[active]:

@@ -156,7 +156,7 @@ def test_reordered_features_give_identical_correctly_labelled_results(saved):
     assert shuffled.var_names.equals(before.var_names)
     assert list(shuffled.obs.columns) == list(before.obs.columns)
     model.explain(shuffled)
-    loadings = shuffled.varm["linearvi_loadings"]
+    loadings = glassvi.tl.varm_df(shuffled, "linearvi_loadings")
     assert loadings.index.equals(shuffled.var_names)
     pd.testing.assert_frame_equal(loadings.loc[adata.var_names], model.get_loadings())
     result = model.explain(shuffled, method="saliency", inplace=False, progress_bar=False)
@@ -213,7 +213,7 @@ def test_programvi_activity_on_reordered_data():
         model.get_program_activity(shuffled), model.get_program_activity(), rtol=1e-5
     )
     model.explain(shuffled)
-    weights = shuffled.varm["programvi_weights"]
+    weights = glassvi.tl.varm_df(shuffled, "programvi_weights")
     pd.testing.assert_frame_equal(weights.loc[adata.var_names], model.get_program_weights())
 
 

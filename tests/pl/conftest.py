@@ -54,6 +54,7 @@ def rna_trained():
     mask = pd.DataFrame(
         adata.varm["true_programs"].astype(bool), index=adata.var_names, columns=names
     )
+    # DataFrames, as earlier versions wrote them (and users may): both forms are read
     adata.varm["programvi_weights"] = weights
     adata.varm["programs"] = mask
     # stored as explain() stores it: an array, its names in the record

@@ -63,6 +63,24 @@ def test_activity_bad_keys(rna_trained, kwargs, missing):
     assert "available" in str(err.value)
 
 
+def test_activity_of_label_attributions_names_the_latent_units():
+    """The obsm entry's names are its cell_columns, even when its varm table (classes) has as
+    many columns as there are latent units."""
+    key = "linearvi_integrated_gradients_labels"
+    adata = ad.AnnData(np.zeros((4, 3), dtype=np.float32))
+    adata.obsm["X_umap"] = np.arange(8, dtype=float).reshape(4, 2)
+    adata.obsm[key] = np.arange(8, dtype=np.float32).reshape(4, 2)
+    adata.varm[key] = np.zeros((3, 2), dtype=np.float32)
+    adata.uns[key] = {
+        "varm_keys": {"mean": key},
+        "columns": ["B cells", "NK/NKT"],
+        "cell_columns": ["factor_0", "factor_1"],
+    }
+    ax = glassvi.pl.activity(adata, "factor_1", key=key, show=False)
+    np.testing.assert_array_equal(ax.collections[0].get_array(), [1, 3, 5, 7])
+    assert list(glassvi.tl.varm_df(adata, key).columns) == ["B cells", "NK/NKT"]
+
+
 # ----------------------------------------------------------------------------- top features
 def test_top_features_orders_by_magnitude(rna_trained, tmp_path):
     adata, _ = rna_trained
@@ -71,7 +89,7 @@ def test_top_features_orders_by_magnitude(rna_trained, tmp_path):
         adata, "factor_2", key="linearvi_loadings", n=7, show=False, save=path
     )
     assert_png_not_blank(path)
-    expected = adata.varm["linearvi_loadings"]["factor_2"].abs().nlargest(7).index
+    expected = glassvi.tl.varm_df(adata, "linearvi_loadings")["factor_2"].abs().nlargest(7).index
     labels = [t.get_text() for t in ax.get_yticklabels()]
     assert labels == list(expected)  # first tick (drawn at the top) is the largest
     y = [t.get_position()[1] for t in ax.get_yticklabels()]
@@ -248,7 +266,7 @@ def test_multiome_program(multiome_trained, tmp_path):
     n_linked = int(atac.var["gene"].isin(genes).sum())
     points = ax_peaks.collections[0].get_offsets()
     assert len(points) == n_linked > 0
-    weights = atac.varm["linearvi_loadings"]["factor_1"]
+    weights = glassvi.tl.varm_df(mdata, "linearvi_loadings", modality="atac")["factor_1"]
     linked = weights[atac.var["gene"].isin(genes).to_numpy()]
     np.testing.assert_allclose(np.sort(points[:, 0]), np.sort(linked.to_numpy()), rtol=1e-6)
 
@@ -267,7 +285,7 @@ def test_multiome_program_without_peak_weights(multiome_trained, tmp_path):
 
     mdata, _ = multiome_trained
     data = mdata.copy()
-    data["atac"].varm["linearvi_loadings"]["factor_1"] = 0.0
+    data["atac"].varm["linearvi_loadings"][:, 1] = 0.0  # factor_1
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         _, ax_peaks = glassvi.pl.multiome_program(data, "factor_1", show=False)

@@ -48,7 +48,7 @@ def test_write_report_anndata(rna_trained, tmp_path):
     assert "<td>cells</td><td>300</td>" in page
     assert "<td>class</td><td>LinearVI</td>" in page
     assert f"<td>epochs</td><td>{len(model.history['elbo_train'])}</td>" in page
-    loadings = adata.varm["linearvi_loadings"]
+    loadings = glassvi.tl.varm_df(adata, "linearvi_loadings")
     latent = pd.DataFrame(adata.obsm["X_linearvi"], columns=adata.uns["linearvi"]["columns"])
     most_variable = latent.std().idxmax()
     top_gene = loadings[most_variable].idxmax()

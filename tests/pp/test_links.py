@@ -142,7 +142,7 @@ def test_add_peak_programs_from_every_link_source(source):
         "uns": "links",
     }[source]
     add_peak_programs(mdata, links=links)
-    mask = mdata["atac"].varm["programs"]
+    mask = glassvi.tl.varm_df(mdata["atac"], "programs")
     assert list(mask.index[mask["inhib"]]) == PEAKS[3:]
     assert list(mask.index[mask["other"]]) == PEAKS[1:3]
 

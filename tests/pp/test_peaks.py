@@ -9,6 +9,7 @@ import pytest
 from scipy import sparse
 
 from glassvi.pp import add_peak_programs, add_peak_sets, add_programs, link_peaks
+from glassvi.tl import varm_df
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")  # mudata's update() notice
 
@@ -299,8 +300,9 @@ def members(mask):
 def test_add_peak_programs_from_mudata(mdata, caplog):
     with caplog.at_level(logging.INFO, logger="glassvi.pp"):
         summary = add_peak_programs(mdata, links=LINKS)
-    mask = mdata["atac"].varm["programs"]
-    assert list(mask.columns) == list(mdata["rna"].varm["programs"].columns)
+    assert type(mdata["atac"].varm["programs"]) is np.ndarray  # names in uns (h5ad-safe)
+    mask = varm_df(mdata, "programs", modality="atac")
+    assert list(mask.columns) == list(varm_df(mdata, "programs", modality="rna").columns)
     assert mask.index.equals(mdata["atac"].var_names)
     assert all(dtype == np.dtype(bool) for dtype in mask.dtypes)
     assert members(mask) == EXPECTED
@@ -338,7 +340,7 @@ def test_add_peak_programs_other_inputs(mdata, tmp_path):
     mask, _ = add_peak_programs(atac, PROGRAMS, "peak_to_gene", inplace=False)
     pd.testing.assert_frame_equal(mask, reference)
     # boolean genes x programs DataFrame
-    mask, _ = add_peak_programs(atac, mdata["rna"].varm["programs"], LINKS, inplace=False)
+    mask, _ = add_peak_programs(atac, varm_df(mdata["rna"], "programs"), LINKS, inplace=False)
     pd.testing.assert_frame_equal(mask, reference)
     # a str is an RNA varm key with a MuData
     add_programs(mdata["rna"], {"only": ["TP53", "ACTB"]}, min_genes=1, key_added="custom")
@@ -358,7 +360,7 @@ def test_add_peak_programs_with_ensembl_rna():
     add_programs(rna, PROGRAMS, min_genes=1, var_names_column="symbol")
     mdata = md.MuData({"rna": rna, "atac": atac_from(["p0", "p1", "p2", "p3", "p4"])})
     add_peak_programs(mdata, links=LINKS)
-    assert members(mdata["atac"].varm["programs"]) == EXPECTED
+    assert members(varm_df(mdata["atac"], "programs")) == EXPECTED
 
 
 def test_add_peak_programs_errors(mdata):
@@ -391,7 +393,7 @@ def test_link_then_peak_programs_end_to_end(subset):
     mdata = md.MuData({"rna": rna, "atac": atac_from(names)})
     links = link_peaks(mdata["atac"], subset, window=50_000, key_added="peak_to_gene")
     add_peak_programs(mdata, links="peak_to_gene")
-    assert members(mdata["atac"].varm["programs"]) == {
+    assert members(varm_df(mdata["atac"], "programs")) == {
         "glycolysis": {names[0]},
         "p53": {names[1]},
         "cytoskeleton": {names[2]},
@@ -409,7 +411,7 @@ def test_add_peak_sets_frame_is_aligned():
         index=["p2", "p3", "p0", "p1", "extra"],
     )
     summary = add_peak_sets(atac, hits)
-    mask = atac.varm["peak_sets"]
+    mask = varm_df(atac, "peak_sets")
     assert list(mask.columns) == ["SPI1", "CEBPA"]
     assert members(mask) == {"SPI1": {"p2", "p0"}, "CEBPA": {"p3", "p0"}}
     assert summary["n_peaks"].tolist() == [2, 0, 2]

@@ -12,7 +12,6 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 from scvi import REGISTRY_KEYS
 
@@ -201,14 +200,10 @@ def intrinsic_results(model: ExplainableModel, adata, key_added: str, batch_size
     # uns[key_added]["columns"]
     obsm = {latent_key: np.asarray(latent, dtype=np.float32)}
     weights_key = _keys.weights(key_added, model._weights_suffix)
+    # plain features x columns arrays, as the attribution tables: h5ad would store DataFrame
+    # columns as h5 keys, which may not hold the "/" of program names (see glassvi._varm)
     varm = {
-        role: {
-            weights_key: pd.DataFrame(
-                model.module.loadings(role).cpu().numpy(),
-                index=model._container(adata, role).var_names,
-                columns=columns,
-            )
-        }
+        role: {weights_key: np.asarray(model.module.loadings(role).cpu().numpy(), np.float32)}
         for role in model.modalities
     }
     uns = {
@@ -217,6 +212,7 @@ def intrinsic_results(model: ExplainableModel, adata, key_added: str, batch_size
         "latent_key": latent_key,
         "weights_key": weights_key,
         "columns": list(columns),
+        "varm_keys": {"weights": weights_key},
         "modalities": {role: (model._modality_names.get(role) or "") for role in model.modalities},
         "params": {
             "n_latent": int(model.module.n_latent),

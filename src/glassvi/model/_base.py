@@ -340,6 +340,13 @@ class GlassModelBase(
 
         Notes
         -----
+        ``method="weights"`` writes ``.obsm[f"X_{key_added}"]`` (cells x latent units),
+        ``.varm[f"{key_added}_loadings"]`` (LinearVI) or ``.varm[f"{key_added}_weights"]``
+        (ProgramVI), a features x latent units float32 array, and the record
+        ``.uns[key_added]``, whose ``columns`` name the units of both (program names may hold a
+        "/", which h5ad cannot keep as column keys; :func:`glassvi.tl.varm_df` gives a named
+        DataFrame).
+
         Keys written by post-hoc methods, with ``key = f"{key_added}_{method}_{target}"``
         (a callable target is named by its ``__name__``, or ``"custom"``):
 

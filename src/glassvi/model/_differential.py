@@ -93,8 +93,9 @@ class DifferentialProgramsMixin:
         ``scores`` (log Bayes factor), ``logfoldchanges`` (the effect size: a difference of
         activity, not a log fold change), ``pvals`` (``proba_not``, the posterior probability
         of no difference) and ``pvals_adj`` (``expected_fdr``). These are posterior
-        quantities, not frequentist p-values. ``params`` records the test and ``results``
-        holds the returned table.
+        quantities, not frequentist p-values. ``params`` records the test (with ``groups``,
+        the tested groups, and ``n_cells1``/``n_cells2``, their cell counts, aligned with it)
+        and ``results`` holds the returned table.
 
         Examples
         --------
@@ -155,8 +156,11 @@ class DifferentialProgramsMixin:
                 "fdr_target": float(fdr_target),
                 "n_samples": int(n_samples),
                 "seed": int(seed),
-                "n_cells1": {g[2][0]: len(g[0]) for g in groups},
-                "n_cells2": {g[2][0]: len(g[1]) for g in groups},
+                # lists aligned with "groups", not dicts keyed by group: h5ad writes dict
+                # keys as h5 keys, which may not hold the "/" of names such as "L2/3"
+                "groups": [g[2][0] for g in groups],
+                "n_cells1": [len(g[0]) for g in groups],
+                "n_cells2": [len(g[1]) for g in groups],
             }
             record = ranking_record(tables, params)
             record["results"] = result

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import logging
+import warnings
 
 import numpy as np
 import pandas as pd
 from anndata import AnnData
 from mudata import MuData
 from scipy import sparse
+from scvi.data import fields
 
 from .._validation import to_bool_values
+from .._varm import has_slash
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +69,64 @@ def read_mask(container: AnnData, key: str, where: str) -> tuple[np.ndarray, lis
     if sparse.issparse(mask):
         mask = mask.toarray()
     return np.ascontiguousarray(mask, dtype=bool), names
+
+
+def warn_unwritable_names(container: AnnData, key: str, where: str) -> None:
+    """Warn when a DataFrame mask has names h5ad cannot write as column keys (a "/")."""
+    stored = container.varm[key]
+    if not isinstance(stored, pd.DataFrame):
+        return
+    slashed = has_slash(stored.columns)
+    if slashed:
+        warnings.warn(
+            f"{where}.varm[{key!r}] is a DataFrame with {len(slashed)} program names holding "
+            f"a '/' (e.g. {slashed[0]!r}); h5ad writes DataFrame columns as keys that may not "
+            "hold a '/' (anndata warns, and will refuse it). Store the mask as glassvi.pp does: "
+            f"a boolean array, its names in {where}.uns[{key!r}]['names'] "
+            "(glassvi.pp.add_programs takes the DataFrame as gene sets).",
+            UserWarning,
+            stacklevel=5,  # the user's setup_anndata/setup_mudata call
+        )
+
+
+class ProgramMaskField(fields.VarmField):
+    """The ``varm`` field of a program mask, registered with its program names.
+
+    A mask is either a boolean array with its names in ``.uns[key]["names"]`` (as
+    :mod:`glassvi.pp` writes it) or a DataFrame whose columns are the names. scvi-tools'
+    :class:`~scvi.data.fields.VarmField` records numbered columns for an array and compares
+    names only with a DataFrame; this field records and compares the program names of
+    either form, so a model and data whose masks are stored differently still match.
+    """
+
+    def __init__(self, registry_key: str, attr_key: str) -> None:
+        super().__init__(registry_key, attr_key, correct_data_format=False)
+
+    def _setup_column_names(self, adata: AnnData) -> list[str]:
+        return read_mask(adata, self.attr_key, "adata")[1]
+
+    def transfer_field(self, state_registry: dict, adata_target: AnnData, **kwargs) -> dict:
+        self.validate_field(adata_target)
+        source = [str(c) for c in state_registry[self.COLUMN_NAMES_KEY]]
+        _, target = read_mask(adata_target, self.attr_key, "adata")
+        what = f"the program mask adata.varm[{self.attr_key!r}]"
+        if len(source) != len(target):
+            raise ValueError(
+                f"{what} has {len(target)} programs; the model was set up with {len(source)}."
+            )
+        # a model registered by scvi-tools' own field from an unnamed array has numbered names
+        numbered = source == [str(i) for i in range(len(source))]
+        if not numbered and source != target:
+            differ = next(t for s, t in zip(source, target) if s != t)
+            raise ValueError(
+                f"the program names of {what} do not match the model's (e.g. {differ!r}); "
+                "use the model's programs, in its order."
+            )
+        return {self.COLUMN_NAMES_KEY: list(source)}
+
+
+#: :class:`ProgramMaskField` for one modality of a MuData
+MuDataProgramMaskField = fields.MuDataWrapper(ProgramMaskField)
 
 
 def align_programs(

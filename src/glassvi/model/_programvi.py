@@ -12,7 +12,6 @@ import pandas as pd
 import torch
 from anndata import AnnData
 from mudata import MuData
-from scvi.data import fields
 
 from .. import _keys
 from ..module import ProgramVAE, expression_moments
@@ -24,11 +23,14 @@ from ._io import read_saved_model
 from ._masks import (
     PROGRAM_REGISTRY_KEYS,
     ROLES,
+    MuDataProgramMaskField,
+    ProgramMaskField,
     check_masks,
     program_key_for,
     program_masks_of,
     program_registry_key,
     read_mask,
+    warn_unwritable_names,
 )
 from ._program_evidence import ProgramEvidenceMixin
 from ._query import prepare_query_masks, reference_state
@@ -497,8 +499,9 @@ class ProgramVI(ProgramEvidenceMixin, DifferentialProgramsMixin, GlassModelBase)
         %(modality)s
         program_key
             Key of the boolean features x programs mask in ``adata.varm``, as written by
-            :func:`glassvi.pp.add_programs`. Program names are the DataFrame's columns (or
-            ``adata.uns[program_key]["names"]`` for an array).
+            :func:`glassvi.pp.add_programs`: an array with the program names in
+            ``adata.uns[program_key]["names"]``, or a DataFrame whose columns are the names
+            (a "/" in them makes setup warn: h5ad cannot write such column names).
         %(unlabeled_category)s
 
         Raises
@@ -520,11 +523,8 @@ class ProgramVI(ProgramEvidenceMixin, DifferentialProgramsMixin, GlassModelBase)
 
         def mask_field() -> list:
             check_masks({modality: read_mask(adata, program_key, "adata")})
-            return [
-                fields.VarmField(
-                    program_registry_key(modality), program_key, correct_data_format=False
-                )
-            ]
+            warn_unwritable_names(adata, program_key, "adata")
+            return [ProgramMaskField(program_registry_key(modality), program_key)]
 
         cls._setup_anndata_from(adata, setup_method_args, mask_field, **kwargs)
 
@@ -586,14 +586,14 @@ class ProgramVI(ProgramEvidenceMixin, DifferentialProgramsMixin, GlassModelBase)
                 if mod is not None:
                     key = program_key_for(program_key, role)
                     masks[role] = read_mask(mdata[mod], key, f"mdata[{mod!r}]")
+                    warn_unwritable_names(mdata[mod], key, f"mdata[{mod!r}]")
             check_masks(masks)
             return [
-                fields.MuDataVarmField(
+                MuDataProgramMaskField(
                     program_registry_key(role),
                     program_key_for(program_key, role),
                     mod_key=resolved[f"{role}_layer"],
                     mod_required=True,
-                    correct_data_format=False,
                 )
                 for role in masks
             ]

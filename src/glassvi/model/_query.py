@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from copy import deepcopy
 
 import numpy as np
 from mudata import MuData
@@ -62,6 +63,8 @@ def prepare_query_masks(adata, reference, setup_args: dict, ref_state, n_decoys:
                 "order them like the reference first (ProgramVI.prepare_query_anndata)."
             )
         container.varm[key] = ref_container.varm[key].copy()
+        if key in ref_container.uns:  # the mask's record, with the program names of an array
+            container.uns[key] = deepcopy(ref_container.uns[key])
         logger.info("copied the reference's program mask into %s.varm[%r]", where, key)
     _, masks = program_masks_of(adata, setup_args)
     for role, mask in masks.items():

@@ -11,6 +11,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from .._varm import entry_frame
 from ._evidence import find_evidence, with_evidence
 from ._utils import (
     as_list,
@@ -54,12 +55,9 @@ def _mask_membership(container, mask_key: str | None, program: str, index: pd.In
             f"mask_key {mask_key!r} is not in .varm (available varm keys: "
             f"{', '.join(map(repr, container.varm.keys())) or 'none'})."
         )
-    mask = container.varm[mask_key]
-    if not isinstance(mask, pd.DataFrame):
-        names = container.uns.get(mask_key, {}).get("names") if mask_key in container.uns else None
-        if names is None:
-            return None
-        mask = pd.DataFrame(np.asarray(mask), index=container.var_names, columns=list(names))
+    mask = entry_frame(container, container, mask_key)  # names in uns[mask_key]["names"]
+    if mask is None:
+        return None
     if program not in mask.columns:
         logger.info("%r is not a column of varm[%r]; members are not marked", program, mask_key)
         return None

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from .. import _keys
-from .._varm import stored_columns
+from .._varm import entry_columns
 from .._version import __version__
 from ..tl import rank_features
 from . import _record as rec
@@ -91,11 +91,7 @@ def _attribution_keys(data: Any, prefix: str, record: dict) -> list[tuple[str | 
             value = container.varm[key]
             if not isinstance(value, pd.DataFrame):
                 # glassvi's attribution tables: arrays with their column names in .uns
-                n = np.shape(value)[1] if np.ndim(value) == 2 else 0
-                named = n and (
-                    stored_columns(data.uns, key, n) or stored_columns(container.uns, key, n)
-                )
-                if not named:
+                if not entry_columns(data, container, key):
                     continue
                 value, _, _ = _utils.resolve_varm(data, key, mod)
             if value.shape[1] == 0:

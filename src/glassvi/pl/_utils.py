@@ -14,7 +14,7 @@ from anndata import AnnData
 
 from .. import _keys
 from .._docs import fill_docs
-from .._varm import stored_columns
+from .._varm import as_frame, entry_frame
 
 logger = logging.getLogger(__name__)
 
@@ -124,19 +124,16 @@ def get_obsm_frame(data: Any, key: str) -> pd.DataFrame:
 def _stored_columns(data: Any, key: str, n: int) -> list[str]:
     """Column names kept beside an ``.obsm`` array in ``.uns``.
 
-    glassvi keeps them in ``uns[prefix]["columns"]`` (latent representations, found through the
-    record's ``latent_key``), ``uns[key]["cell_columns"]`` (cell-level attributions) and
-    ``uns[key]["columns"]``/``["group_columns"]`` (attribution tables in ``.varm``).
+    glassvi keeps them in ``uns[key]["cell_columns"]`` (cell-level attributions) and
+    ``uns[prefix]["columns"]`` (latent representations, found through the record's
+    ``latent_key``); other tools may keep ``uns[key]["names"]``.
     """
-    recorded = stored_columns(data.uns, key, n)  # per-target attribution tables in .varm
-    if recorded is not None:
-        return recorded
     record = data.uns.get(key)
     for field in ("cell_columns", "names"):  # attribution records; other tools' name lists
         if isinstance(record, Mapping) and field in record and len(record[field]) == n:
             return [str(c) for c in record[field]]
     for record in _records(data):
-        if key in (record.get("latent_key"), record.get("weights_key")):
+        if key == record.get("latent_key"):
             columns = list(record.get("columns", []))
             if len(columns) == n:
                 return [str(c) for c in columns]
@@ -148,9 +145,10 @@ def resolve_varm(
 ) -> tuple[pd.DataFrame, AnnData, str | None]:
     """Find ``varm[key]`` of an AnnData or of a MuData modality.
 
-    Returns the table as a DataFrame indexed by ``var_names``, the AnnData holding it and the
-    modality name (``None`` for an AnnData). With a MuData and no ``modality``, the first
-    modality having the key is used.
+    Returns the table as a DataFrame indexed by ``var_names`` (an array gets the column names
+    recorded in ``.uns``, see :mod:`glassvi._varm`), the AnnData holding it and the modality
+    name (``None`` for an AnnData). With a MuData and no ``modality``, the first modality
+    having the key is used.
     """
     conts = containers(data)
     if modality is not None:
@@ -163,13 +161,9 @@ def resolve_varm(
         conts = {modality: conts[modality]}
     for mod, container in conts.items():
         if key in container.varm:
-            values = container.varm[key]
-            if not isinstance(values, pd.DataFrame):
-                values = np.asarray(values.toarray() if hasattr(values, "toarray") else values)
-                columns = _stored_columns(container, key, values.shape[1])
-                if columns[0] == "0":
-                    columns = _stored_columns(data, key, values.shape[1])
-                values = pd.DataFrame(values, index=container.var_names, columns=columns)
+            values = entry_frame(data, container, key)
+            if values is None:  # an array whose column names are not recorded: numbered
+                values = as_frame(container.varm[key], container.var_names, None)
             return values, container, mod
     where = ".varm" if modality is None else f"mdata[{modality!r}].varm"
     keys = all_varm_keys(data) if modality is None else list(conts[modality].varm.keys())

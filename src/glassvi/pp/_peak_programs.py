@@ -162,8 +162,8 @@ def add_peak_programs(
     ``n_peaks``, ``kept`` (``n_peaks >= min_peaks``) and ``reason``; with
     ``inplace=False`` the tuple ``(mask, summary)``. When writing, sets
 
-    - ``atac.varm[key_added]``: boolean peaks x programs DataFrame, index
-      ``atac.var_names``, columns the program names;
+    - ``atac.varm[key_added]``: boolean peaks x programs array (the program names in
+      ``atac.uns[key_added]["names"]``; :func:`glassvi.tl.varm_df` returns a DataFrame);
     - ``atac.uns[key_added]``: dict with ``names``, ``n_peaks`` and ``n_genes_linked``
       (aligned with ``names``), ``below_min_peaks`` (names of emptied programs),
       ``source`` (where the gene programs came from), ``n_links`` and ``params``.
@@ -181,8 +181,8 @@ def add_peak_programs(
     >>> glassvi.pp.add_programs(mdata["rna"], "hallmark.gmt")  # doctest: +SKIP
     >>> links = glassvi.pp.link_peaks(mdata["atac"], "hg38")  # doctest: +SKIP
     >>> glassvi.pp.add_peak_programs(mdata, links=links)  # doctest: +SKIP
-    >>> mdata["atac"].varm["programs"].columns.equals(
-    ...     mdata["rna"].varm["programs"].columns
+    >>> list(mdata["atac"].uns["programs"]["names"]) == list(
+    ...     mdata["rna"].uns["programs"]["names"]
     ... )  # doctest: +SKIP
     True
     """
@@ -344,9 +344,9 @@ def add_peak_sets(
     -------
     With ``inplace=True`` a summary DataFrame indexed by set, with columns ``n_peaks``,
     ``kept`` and ``reason``; with ``inplace=False`` the tuple ``(mask, summary)``. When
-    writing, sets ``atac.varm[key_added]`` (boolean DataFrame, index ``var_names``, columns
-    the kept sets) and ``atac.uns[key_added]`` (``names``, ``n_peaks``, ``dropped_names``,
-    ``dropped_reasons``, ``source``, ``params``).
+    writing, sets ``atac.varm[key_added]`` (boolean peaks x kept sets array) and
+    ``atac.uns[key_added]`` (``names``, the kept sets in column order, ``n_peaks``,
+    ``dropped_names``, ``dropped_reasons``, ``source``, ``params``).
 
     Raises
     ------

@@ -312,8 +312,10 @@ def add_programs(
     ``reason`` (why a set was dropped, empty if kept). With ``inplace=False``, the tuple
     ``(mask, summary)``. When writing, sets
 
-    - ``adata.varm[key_added]``: boolean DataFrame, index ``var_names``, one column per
-      kept set, named by the set (never truncated);
+    - ``adata.varm[key_added]``: boolean array, features x kept sets, in the order of
+      ``names`` below (a plain array: h5ad cannot write a "/", as in GO's "G1/S
+      transition", in the column names of a DataFrame; :func:`glassvi.tl.varm_df` returns
+      it as a DataFrame named by the sets, never truncated);
     - ``adata.uns[key_added]``: dict with ``names`` (kept set names, in mask order),
       ``n_genes_total`` and ``n_genes_found`` (arrays aligned with ``names``),
       ``dropped_names`` and ``dropped_reasons`` (aligned arrays), ``source`` (where the
@@ -332,6 +334,7 @@ def add_programs(
     >>> summary = glassvi.pp.add_programs(adata, "hallmark.gmt", min_genes=10)  # doctest: +SKIP
     >>> adata.varm["programs"].shape  # doctest: +SKIP
     (765, 31)
+    >>> glassvi.tl.varm_df(adata, "programs")["HALLMARK_HYPOXIA"].sum()  # doctest: +SKIP
     >>> mask, summary = glassvi.pp.add_programs(
     ...     adata, {"T cell": ["CD3E", "CD3D", "CD2"]}, min_genes=2, inplace=False
     ... )  # doctest: +SKIP

@@ -49,7 +49,12 @@ def dense_columns(membership: sparse.spmatrix, columns: np.ndarray) -> np.ndarra
 def write_varm_mask(
     adata: AnnData, key_added: str, mask: pd.DataFrame, provenance: dict[str, Any]
 ) -> None:
-    """Store ``mask`` in ``adata.varm``, ``provenance`` in ``adata.uns``; warn on overwrite."""
+    """Store ``mask`` in ``adata.varm``, ``provenance`` in ``adata.uns``; warn on overwrite.
+
+    The mask is stored as a plain boolean array, its program names in ``provenance["names"]``:
+    h5ad would write a DataFrame's columns as h5 keys, which may not hold the "/" of names
+    such as "GO:0000082 G1/S transition of mitotic cell cycle".
+    """
     existing = [
         f"adata.{attr}[{key_added!r}]"
         for attr in ("varm", "uns")
@@ -57,8 +62,8 @@ def write_varm_mask(
     ]
     if existing:
         warnings.warn(f"overwriting existing {' and '.join(existing)}", UserWarning, stacklevel=3)
-    adata.varm[key_added] = mask
-    adata.uns[key_added] = provenance
+    adata.varm[key_added] = np.ascontiguousarray(mask.to_numpy(), dtype=bool)
+    adata.uns[key_added] = {**provenance, "names": np.asarray(mask.columns, dtype=object)}
     logger.info(
         "added adata.varm[%r] (%d features x %d programs, boolean) and adata.uns[%r]",
         key_added,

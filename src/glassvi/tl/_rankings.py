@@ -49,36 +49,37 @@ def _containers(adata, key: str, modality: str | None) -> list[tuple[str | None,
 
 def _frame(adata, cont: AnnData, key: str) -> pd.DataFrame:
     """``cont.varm[key]`` as a DataFrame, its column names from ``cont.uns`` or ``adata.uns``."""
-    values = cont.varm[key]
-    if isinstance(values, pd.DataFrame):
-        return values
-    n = np.shape(values)[1] if np.ndim(values) == 2 else 0
-    columns = _varm.stored_columns(cont.uns, key, n)
-    if columns is None and adata is not cont:
-        columns = _varm.stored_columns(adata.uns, key, n)
-    if columns is None:
+    frame = _varm.entry_frame(adata, cont, key)
+    if frame is None:
         raise TypeError(
             f".varm[{key!r}] is an array whose column names are not recorded in .uns "
-            "(glassvi.explain records them in uns[key]['columns'])."
+            "(glassvi records them in uns[key]['columns'], uns[prefix]['columns'] or, for "
+            "program masks, uns[key]['names'])."
         )
-    return _varm.as_frame(values, cont.var_names, columns)
+    return frame
 
 
 def varm_df(adata: AnnData | MuData, key: str, *, modality: str | None = None) -> pd.DataFrame:
     """A ``.varm`` entry as a DataFrame: features x columns, with its column names.
 
-    glassvi writes its attribution tables to ``.varm`` as plain arrays (h5ad cannot store
-    column names such as ``"CD4+/CD25 T Reg"`` as keys) and keeps the column names in the
-    record ``.uns[key]`` (``columns``; ``group_columns`` for per-group entries). This
-    returns the table with its names; a DataFrame entry is returned as stored.
+    glassvi writes every features x columns table to ``.varm`` as a plain array (h5ad
+    cannot store column names such as ``"CD4+/CD25 T Reg"`` or ``"G1/S transition"`` as
+    keys) and keeps the column names in ``.uns``:
+
+    - program masks (``glassvi.pp``): ``uns[key]["names"]``;
+    - decoder weights (``explain()``): ``uns[prefix]["columns"]``;
+    - attribution tables: ``uns[key]["columns"]`` (``group_columns`` for per-group entries).
+
+    This returns the table with its names; a DataFrame entry (as written by earlier
+    versions, or put there by the user) is returned as stored.
 
     Parameters
     ----------
     adata
         AnnData, or MuData whose modality holds ``varm[key]``.
     key
-        ``.varm`` key, e.g. ``"linearvi_integrated_gradients_labels"`` or its ``"_abs"``
-        companion.
+        ``.varm`` key, e.g. ``"programs"``, ``"programvi_weights"``,
+        ``"linearvi_integrated_gradients_labels"`` or its ``"_abs"`` companion.
     modality
         For a MuData: the modality to read; by default the first one holding ``key``.
 
@@ -92,6 +93,8 @@ def varm_df(adata: AnnData | MuData, key: str, *, modality: str | None = None) -
     >>> model.explain(method="integrated_gradients", target="labels")
     >>> table = glassvi.tl.varm_df(adata, "linearvi_integrated_gradients_labels")
     >>> table["B cells"].nlargest(10)  # the strongest evidence for the class
+    >>> mask = glassvi.tl.varm_df(adata, "programs")  # genes x programs, boolean
+    >>> weights = glassvi.tl.varm_df(mdata, "programvi_weights", modality="atac")
     """
     mod, cont = _containers(adata, key, modality)[0]
     return _frame(adata, cont, key)
