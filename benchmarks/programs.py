@@ -126,7 +126,7 @@ def programvi_worker(data: str, opts: dict) -> dict:
         "epoch_s": timer.summary()["median_epoch_wall_s"],
         "peak_rss_gib": round(rss.peak / 2**30, 3),
         "n_programs": len(model.program_names),
-        "n_memberships": int(adata.varm["programs"].to_numpy().sum()),
+        "n_memberships": int(np.asarray(adata.varm["programs"]).sum()),
     }
     if opts.get("save"):
         np.savez(
@@ -158,7 +158,7 @@ def run_expimap(python: str, adata, opts: dict, tmp: Path, name: str) -> dict:
     )
     plain.obs_names = adata.obs_names
     plain.var_names = adata.var_names
-    plain.varm["I"] = adata.varm["programs"].to_numpy().astype(np.int64)
+    plain.varm["I"] = np.asarray(adata.varm["programs"]).astype(np.int64)
     path = tmp / f"{name}.h5ad"
     plain.write_h5ad(path)
     out = tmp / f"{name}.npz"

@@ -176,7 +176,9 @@ def lognorm(adata):
 
 # ----------------------------------------------------------------------------- scorers
 def mask_sets(adata) -> dict[str, list[str]]:
-    mask = adata.varm["programs"]
+    import glassvi
+
+    mask = glassvi.tl.varm_df(adata, "programs")
     return {p: list(adata.var_names[mask[p].to_numpy()]) for p in mask.columns}
 
 
