@@ -56,6 +56,37 @@ def test_sampled_likelihood_only_while_training(multiome, cls):
     assert torch.allclose(sampled.mean(), exact.mean(), rtol=0.3)
 
 
+@pytest.mark.parametrize("cls", [LinearVI, ProgramVI])
+def test_training_estimate_averages_to_the_exact_likelihood(multiome, cls):
+    mdata = multiome.copy()
+    atac = mdata["atac"].X.tocsr(copy=True)
+    atac.data[::7] = 0.0  # stored zeros are not ones
+    mdata["atac"].X = atac
+    cls.setup_mudata(mdata)
+    model = cls(mdata, zero_sample_fraction=0.2)
+    module = model.module
+    tensors = _minibatch(model)
+    module.eval()
+    with torch.no_grad():
+        inf = dict(module.inference(**module._get_inference_input(tensors)))
+        inf["z"] = inf["qz"].loc
+        exact = module.reconstruction_nll(
+            tensors, module.generative(**module._get_generative_input(tensors, inf))
+        )["atac"]
+        module.train()
+        draws = torch.stack(
+            [
+                module.reconstruction_nll(
+                    tensors, module.generative(**module._get_generative_input(tensors, inf))
+                )["atac"]
+                for _ in range(400)
+            ]
+        )
+    assert draws.std(0).min() > 0
+    sem = draws.std(0) / 400**0.5
+    assert torch.all((draws.mean(0) - exact).abs() < 4.5 * sem + 1e-3)
+
+
 def test_sampled_programvi_trains_saves_loads_and_maps_a_query(multiome, tmp_path):
     mdata = multiome.copy()
     ProgramVI.setup_mudata(mdata)

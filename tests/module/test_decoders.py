@@ -72,3 +72,27 @@ def test_decoder_on_a_subset_of_features_equals_those_columns(kind):
     torch.testing.assert_close(part, full)
     for ours, ref in zip(part_grads, full_grads):
         torch.testing.assert_close(ours, ref)
+
+
+@pytest.mark.parametrize("kind", ["linear", "linear_hard_mask", "program_hard", "program_soft"])
+def test_pair_logits_equal_the_entries_of_the_full_decoder(kind):
+    decoder = _decoders()[kind]
+    gen = torch.Generator().manual_seed(3)
+    z = torch.randn(6, decoder.n_latent, generator=gen, requires_grad=True)
+    covariates = (
+        torch.randint(0, 3, (6, 1), generator=gen),
+        torch.randint(0, 2, (6, 1), generator=gen),
+        torch.randn(6, 2, generator=gen),
+    )
+    # unsorted pairs, features repeated across cells
+    rows = torch.tensor([5, 0, 0, 3, 2, 5, 1, 4])
+    features = torch.tensor([39, 3, 17, 3, 0, 22, 39, 17])
+    weights = torch.randn(rows.numel(), generator=gen)
+    params = [z, *decoder.parameters()]
+    full = decoder(z, *covariates)[rows, features]
+    full_grads = torch.autograd.grad((full * weights).sum(), params)
+    pairs = decoder.pair_logits(z, rows, features, *covariates)
+    pair_grads = torch.autograd.grad((pairs * weights).sum(), params)
+    torch.testing.assert_close(pairs, full)
+    for ours, ref in zip(pair_grads, full_grads):
+        torch.testing.assert_close(ours, ref)

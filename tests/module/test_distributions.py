@@ -199,26 +199,16 @@ def test_bernoulli_with_sample_dimensions_falls_back_to_torch():
     assert FeatureBernoulli(logits).probs.shape == (3, 4, 10)
 
 
-def test_sample_features_keeps_features_with_ones_and_weighs_the_rest():
-    from glassvi.module._distributions import sample_features
-
-    torch.manual_seed(0)
-    nonzero = torch.tensor([3, 10 + 7, 20 + 7, 30 + 9])  # 4 cells x 10 features
-    columns, weight = sample_features(nonzero, 10, 0.25)
-    assert torch.equal(columns, columns.sort().values)
-    for feature in (3, 7, 9):
-        assert weight[columns == feature].item() == 1.0
-    others = ~torch.isin(columns, torch.tensor([3, 7, 9]))
-    assert torch.all(weight[others] == 4.0)
-    all_columns, all_weight = sample_features(nonzero, 10, 1.0)
-    assert torch.equal(all_columns, torch.arange(10)) and torch.all(all_weight == 1.0)
-    with pytest.raises(ValueError, match="fraction"):
-        sample_features(nonzero, 10, 0.0)
+def _union_and_sample(flat, n_features, fraction):
+    """Features with a one at weight 1, others drawn with probability ``fraction``."""
+    with_ones = torch.zeros(n_features, dtype=torch.bool)
+    with_ones[flat % n_features] = True
+    columns = (with_ones | (torch.rand(n_features) < fraction)).nonzero().squeeze(1)
+    return columns, torch.where(with_ones[columns], 1.0, 1.0 / fraction)
 
 
-def test_sampled_bernoulli_likelihood_is_unbiased_with_unbiased_gradients():
+def test_weighted_columns_likelihood_is_unbiased_with_unbiased_gradients():
     from glassvi.module import FeatureBernoulli
-    from glassvi.module._distributions import sample_features
 
     x = _accessibility(6, 400, 0.02, seed=8)
     gen = torch.Generator().manual_seed(9)
@@ -230,7 +220,7 @@ def test_sampled_bernoulli_likelihood_is_unbiased_with_unbiased_gradients():
     draws, grads = [], torch.zeros_like(logits)
     n_draws = 3000
     for _ in range(n_draws):
-        columns, weight = sample_features(flat, 400, 0.1)
+        columns, weight = _union_and_sample(flat, 400, 0.1)
         est = FeatureBernoulli(logits[:, columns], columns, weight).cell_log_prob(x, flat)
         grads += torch.autograd.grad(est.sum(), logits)[0]
         draws.append(est.detach())
@@ -238,6 +228,46 @@ def test_sampled_bernoulli_likelihood_is_unbiased_with_unbiased_gradients():
     sem = draws.std(0) / n_draws**0.5
     assert torch.all((draws.mean(0) - exact.detach()).abs() < 4 * sem + 1e-4)
     assert draws.std(0).min() > 0  # it is an estimate, not the exact value
+    # a zero entry's gradient is -sigmoid(l) / 0.1 in one draw of ten: sd 3 sigmoid(l) per draw
+    sem_grad = 3.0 * torch.sigmoid(logits.detach()) / n_draws**0.5
+    assert torch.all((grads / n_draws - exact_grad).abs() <= 5 * sem_grad + 1e-5)
+
+
+def _sampled_estimate(logits, flat, fraction):
+    from glassvi.module._distributions import SampledBernoulli, draw_features
+
+    columns = draw_features(logits.shape[1], fraction)
+    px = SampledBernoulli(logits[:, columns], columns, fraction, logits.reshape(-1)[flat], flat)
+    return px.cell_log_prob(torch.zeros(logits.shape))
+
+
+def test_ones_and_uniform_feature_sample_estimate_is_unbiased_with_unbiased_gradients():
+    from glassvi.module import FeatureBernoulli
+
+    x = _accessibility(6, 400, 0.02, seed=8)
+    gen = torch.Generator().manual_seed(9)
+    logits = (torch.randn(6, 400, generator=gen) - 4.0).requires_grad_()
+    flat = torch.from_numpy(np.flatnonzero(x.numpy().reshape(-1)))
+    exact = FeatureBernoulli(logits).cell_log_prob(x, nonzero=flat)
+    exact_grad = torch.autograd.grad(exact.sum(), logits)[0]
+    # every feature drawn: the exact value and gradient
+    everything = _sampled_estimate(logits, flat, 1.0)
+    torch.testing.assert_close(everything, exact)
+    torch.testing.assert_close(torch.autograd.grad(everything.sum(), logits)[0], exact_grad)
+    torch.manual_seed(10)
+    draws, grads = [], torch.zeros_like(logits)
+    n_draws = 3000
+    for _ in range(n_draws):
+        est = _sampled_estimate(logits, flat, 0.1)
+        grads += torch.autograd.grad(est.sum(), logits)[0]
+        draws.append(est.detach())
+    draws = torch.stack(draws)
+    sem = draws.std(0) / n_draws**0.5
+    assert torch.all((draws.mean(0) - exact.detach()).abs() < 4 * sem + 1e-4)
+    assert draws.std(0).min() > 0  # it is an estimate, not the exact value
+    # the ones' gradient is exact in every draw (their softplus is taken out of the drawn sum)
+    ones = x > 0
+    torch.testing.assert_close((grads / n_draws)[ones], exact_grad[ones], atol=1e-4, rtol=1e-4)
     # a zero entry's gradient is -sigmoid(l) / 0.1 in one draw of ten: sd 3 sigmoid(l) per draw
     sem_grad = 3.0 * torch.sigmoid(logits.detach()) / n_draws**0.5
     assert torch.all((grads / n_draws - exact_grad).abs() <= 5 * sem_grad + 1e-5)

@@ -6,6 +6,7 @@ from ._distributions import (
     FeatureBernoulli,
     FeatureNegativeBinomial,
     FeaturePoisson,
+    SampledBernoulli,
     nonzero_key,
 )
 from ._program import ProgramDecoder, ProgramVAE
@@ -27,6 +28,7 @@ __all__ = [
     "MULTIOME_ATAC_WEIGHT",
     "ProgramDecoder",
     "ProgramVAE",
+    "SampledBernoulli",
     "expression_moments",
     "nonzero_key",
     "resolve_modality_weights",

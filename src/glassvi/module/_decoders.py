@@ -120,6 +120,49 @@ class LinearFeatureDecoder(nn.Module):
                 weight = weight * self.mask[features]
         return self.add_offsets(F.linear(z, weight), batch_index, cat_covs, cont_covs, features)
 
+    def feature_weight(self, features: torch.Tensor) -> torch.Tensor:
+        """Rows of the loadings (as used in the forward pass) of ``features``, in that order."""
+        # index_select: its gradient is an index_add, not a sorting scatter
+        weight = self.weight.index_select(0, features)
+        if self.mask is not None and self.mask_mode == "hard":
+            weight = weight * self.mask.index_select(0, features)
+        return weight
+
+    def pair_logits(
+        self,
+        z: torch.Tensor,
+        rows: torch.Tensor,
+        features: torch.Tensor,
+        batch_index: torch.Tensor | None = None,
+        cat_covs: torch.Tensor | None = None,
+        cont_covs: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``forward(z, ...)[rows, features]`` without the other entries: one value per pair.
+
+        Each (cell, feature) pair costs one dot product over the latent units and a lookup
+        of each offset, so the cost follows the number of pairs, not cells x features.
+        """
+        n_feat = self.n_features
+
+        def entries(offsets: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+            # offsets[codes[rows], features], read from the flattened offsets
+            return offsets.reshape(-1).index_select(0, codes.long()[rows] * n_feat + features)
+
+        eta = z.index_select(0, rows).mul_(self.feature_weight(features)).sum(-1)
+        eta = eta + self.bias.index_select(0, features)
+        if batch_index is not None:
+            codes = batch_index.reshape(-1)
+            if self.batch_offset.shape[0] == 1:
+                codes = torch.zeros_like(codes)
+            eta = eta + entries(self.batch_offset, codes)
+        if cat_covs is not None:
+            for j, offsets in enumerate(self.cat_offsets):
+                eta = eta + entries(offsets, cat_covs[:, j])
+        if cont_covs is not None and self.cont_slope is not None:
+            slope = self.cont_slope.index_select(1, features).t()
+            eta = eta + (cont_covs.index_select(0, rows).to(eta.dtype) * slope).sum(-1)
+        return eta
+
     def add_offsets(
         self,
         eta: torch.Tensor,

@@ -22,7 +22,9 @@ knows them from the sparse matrix), they are evaluated there only. The value and
 The Bernoulli log-likelihood of binary accessibility, summed over the features of a cell, is
 ``sum over the ones of the logits - sum over all features of softplus(logits)``
 (:class:`FeatureBernoulli`): the first sum is read at the non-zero positions only, the second is
-one pass over the logits that also gives the gradient.
+one pass over the logits that also gives the gradient. In training, :class:`SampledBernoulli`
+estimates it from the ones (as cell-feature pairs) and a uniform sample of the features, so that
+its cost follows the non-zero entries.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from __future__ import annotations
 import torch
 from scvi.distributions import NegativeBinomial
 from torch.distributions import Bernoulli, Poisson
+from torch.nn import functional as F
 
 #: counts below this are read from the tables; larger ones are evaluated directly
 TABLE_SIZE = 32
@@ -370,8 +373,7 @@ class FeatureBernoulli(Bernoulli):
     The logits may cover a subset of the features only (``columns``), each weighing
     ``column_weight`` in the sum of the zero entries: every feature holding a one in the
     minibatch at weight 1, plus features drawn at random with probability ``p`` at weight
-    ``1 / p`` give an unbiased estimate of the log-likelihood of all features (as
-    ``GlassVAE(zero_sample_fraction=p)`` draws them in training).
+    ``1 / p`` give an unbiased estimate of the log-likelihood of all features.
 
     Parameters
     ----------
@@ -454,46 +456,104 @@ class FeatureBernoulli(Bernoulli):
         )
 
 
-def sample_features(
-    nonzero: torch.Tensor,
-    n_features: int,
-    fraction: float,
-    generator: torch.Generator | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Features at which to evaluate a sparse binary minibatch's likelihood, with weights.
+class SampledBernoulli(FeatureBernoulli):
+    """Bernoulli likelihood estimated from the ones and a uniform sample of the features.
 
-    Every feature with a non-zero entry in the minibatch is kept at weight 1; each other
-    feature is drawn with probability ``fraction`` and weighs ``1 / fraction``. Summing a
-    per-feature term of the zero entries over the kept features with these weights is an
-    unbiased estimate of its sum over all features (exact over the features with ones).
+    The log-likelihood of a cell, ``sum over the ones of log(sigmoid(l))`` plus ``- sum over
+    the zeros of softplus(l)``, is estimated by evaluating
+
+    - the ones exactly, as (cell, feature) pairs whose logits ``pair_logits`` cost one dot
+      product each (see :meth:`~glassvi.module.LinearFeatureDecoder.pair_logits`), and
+    - the zeros on features drawn uniformly with probability ``fraction`` (``logits`` holds
+      every cell's logits at these ``columns``), weighted by ``1 / fraction``: the softplus
+      summed over all entries of the drawn columns, less that of the ones among them.
+
+    The estimate is unbiased, and so is its gradient; its cost follows the non-zero entries
+    plus ``fraction`` x cells x features, without evaluating every feature open in some cell
+    of the minibatch for all cells.
 
     Parameters
     ----------
-    nonzero
-        Flat (row-major) positions of the minibatch's non-zero entries.
-    n_features
-        Number of features.
+    logits
+        Logits of every cell at the drawn features, shape ``(n_cells, len(columns))``.
+    columns
+        Drawn features (sorted indices).
     fraction
-        Probability of drawing a feature without a one, in ``(0, 1]``.
-    generator
-        Random number generator of the draws (on the device of ``nonzero``); torch's default
-        generator when ``None``.
-
-    Returns
-    -------
-    Sorted feature indices and their weights.
+        Probability with which each feature was drawn, in ``(0, 1]``.
+    pair_logits
+        Logits at the ones, one per entry of ``pair_positions``.
+    pair_positions
+        Flat (row-major) positions of the ones in the ``(n_cells, n_features)`` minibatch.
 
     Examples
     --------
-    >>> columns, weight = sample_features(torch.tensor([1, 7]), 5, 1.0)
-    >>> columns.tolist(), weight.tolist()
-    ([0, 1, 2, 3, 4], [1.0, 1.0, 1.0, 1.0, 1.0])
+    >>> logits = torch.zeros(2, 3)
+    >>> px = SampledBernoulli(logits, torch.arange(3), 1.0, torch.zeros(1), torch.tensor([0]))
+    >>> px.cell_log_prob(torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 0.0]]))
+    tensor([-2.0794, -2.0794])
+    """
+
+    def __init__(
+        self,
+        logits: torch.Tensor,
+        columns: torch.Tensor,
+        fraction: float,
+        pair_logits: torch.Tensor,
+        pair_positions: torch.Tensor,
+    ):
+        super().__init__(logits, columns)
+        if not 0.0 < fraction <= 1.0:
+            raise ValueError(f"fraction must lie in (0, 1], got {fraction}.")
+        if pair_logits.shape != pair_positions.shape:
+            raise ValueError("pair_logits and pair_positions must have the same shape.")
+        self.fraction = float(fraction)
+        self.pair_logits = pair_logits
+        self.pair_positions = pair_positions
+
+    def cell_log_prob(
+        self, value: torch.Tensor, nonzero: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Unbiased estimate of the log-likelihood of each cell, shape ``(n_cells,)``.
+
+        Parameters
+        ----------
+        value
+            The minibatch, shape ``(n_cells, n_features)``; its ones are those at
+            ``pair_positions`` (``nonzero`` is not read).
+        nonzero
+            Unused; the ones were given as ``pair_positions``.
+
+        Returns
+        -------
+        Estimated log-likelihood of every cell.
+        """
+        logits = self.logits
+        n_cells, n_feat = value.shape[-2:]
+        if value.dim() != 2 or logits.dim() != 2 or logits.shape[0] != n_cells:
+            raise ValueError(f"logits of shape {tuple(logits.shape)} for values {value.shape}.")
+        empty = self.pair_positions[:0]
+        # - sum over the drawn columns of softplus, for every cell
+        zeros = _BernoulliCellLogProb.apply(logits.contiguous(), empty, logits.new_zeros(0), None)
+        rows = torch.div(self.pair_positions, n_feat, rounding_mode="floor")
+        drawn = torch.zeros(n_feat, dtype=logits.dtype, device=logits.device)
+        drawn[self.columns] = 1.0 / self.fraction
+        pair = self.pair_logits
+        # the ones: log(sigmoid(l)) exactly, and their softplus taken back out of the drawn sum
+        ones = F.logsigmoid(pair) + drawn[self.pair_positions - rows * n_feat] * F.softplus(pair)
+        return (zeros / self.fraction).index_add(0, rows, ones)
+
+
+def draw_features(
+    n_features: int, fraction: float, generator: torch.Generator | None = None, device=None
+) -> torch.Tensor:
+    """Features drawn independently with probability ``fraction``, as sorted indices.
+
+    Examples
+    --------
+    >>> draw_features(4, 1.0).tolist()
+    [0, 1, 2, 3]
     """
     if not 0.0 < fraction <= 1.0:
         raise ValueError(f"fraction must lie in (0, 1], got {fraction}.")
-    with_ones = torch.zeros(n_features, dtype=torch.bool, device=nonzero.device)
-    with_ones[nonzero % n_features] = True
-    drawn = torch.rand(n_features, device=nonzero.device, generator=generator) < fraction
-    columns = (with_ones | drawn).nonzero().squeeze(1)
-    weight = torch.where(with_ones[columns], 1.0, 1.0 / fraction)
-    return columns, weight
+    drawn = torch.rand(n_features, device=device, generator=generator) < fraction
+    return drawn.nonzero().squeeze(1)
