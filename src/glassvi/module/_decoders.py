@@ -8,6 +8,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ._sparse_input import _argsort
+
 
 class LinearFeatureDecoder(nn.Module):
     """Map a latent code linearly to the natural parameter of every feature of one modality.
@@ -120,13 +122,12 @@ class LinearFeatureDecoder(nn.Module):
                 weight = weight * self.mask[features]
         return self.add_offsets(F.linear(z, weight), batch_index, cat_covs, cont_covs, features)
 
-    def feature_weight(self, features: torch.Tensor) -> torch.Tensor:
-        """Rows of the loadings (as used in the forward pass) of ``features``, in that order."""
-        # index_select: its gradient is an index_add, not a sorting scatter
-        weight = self.weight.index_select(0, features)
-        if self.mask is not None and self.mask_mode == "hard":
-            weight = weight * self.mask.index_select(0, features)
-        return weight
+    def pair_weight(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Loadings as used in the forward pass, as a matrix and the row of each feature.
+
+        ``weight[index]`` are the loadings of ``features``; :meth:`pair_logits` reads them.
+        """
+        return self.effective_weight(), features
 
     def pair_logits(
         self,
@@ -148,7 +149,8 @@ class LinearFeatureDecoder(nn.Module):
             # offsets[codes[rows], features], read from the flattened offsets
             return offsets.reshape(-1).index_select(0, codes.long()[rows] * n_feat + features)
 
-        eta = z.index_select(0, rows).mul_(self.feature_weight(features)).sum(-1)
+        weight, index = self.pair_weight(features)
+        eta = _PairDot.apply(z, weight, rows, index)
         eta = eta + self.bias.index_select(0, features)
         if batch_index is not None:
             codes = batch_index.reshape(-1)
@@ -201,6 +203,54 @@ class LinearFeatureDecoder(nn.Module):
             self.weight.mul_(self.mask)
         if self.nonnegative:
             self.weight.clamp_(min=0.0)
+
+
+def _bag_starts(index: torch.Tensor, n_bags: int) -> torch.Tensor:
+    """First position of each value in the sorted ``index`` (``embedding_bag`` offsets)."""
+    counts = torch.bincount(index, minlength=n_bags)
+    return torch.cumsum(counts, 0) - counts
+
+
+class _PairDot(torch.autograd.Function):
+    """``(z[rows] * weight[index]).sum(-1)``: one dot product per (cell, feature) pair.
+
+    The backward pass sums each cell's and each weight row's gradient with ``embedding_bag``
+    over the pairs grouped by cell and by row, without a pairs x latent copy of either
+    gradient or a scatter into it.
+    """
+
+    @staticmethod
+    def forward(ctx, z, weight, rows, index):
+        out = (z.index_select(0, rows) * weight.index_select(0, index)).sum(-1)
+        ctx.save_for_backward(z, weight, rows, index)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        z, weight, rows, index = ctx.saved_tensors
+        grad_z = grad_weight = None
+        if ctx.needs_input_grad[0]:
+            by_cell = None
+            if rows.numel() > 1 and not bool((rows[1:] >= rows[:-1]).all()):
+                by_cell = _argsort(rows)
+            cells = rows if by_cell is None else rows[by_cell]
+            grad_z = F.embedding_bag(
+                index if by_cell is None else index[by_cell],
+                weight.detach(),
+                _bag_starts(cells, z.shape[0]),
+                mode="sum",
+                per_sample_weights=grad if by_cell is None else grad[by_cell],
+            )
+        if ctx.needs_input_grad[1]:
+            by_row = _argsort(index)
+            grad_weight = F.embedding_bag(
+                rows[by_row],
+                z.detach(),
+                _bag_starts(index[by_row], weight.shape[0]),
+                mode="sum",
+                per_sample_weights=grad[by_row],
+            )
+        return grad_z, grad_weight, None, None
 
 
 def _add_category_offset(eta: torch.Tensor, codes: torch.Tensor, offsets: torch.Tensor):

@@ -269,17 +269,20 @@ class ProgramDecoder(LinearFeatureDecoder):
             eta = eta + z_denovo @ weight.T
         return self.add_offsets(eta, batch_index, cat_covs, cont_covs, features)
 
-    def feature_weight(self, features: torch.Tensor) -> torch.Tensor:
-        """Rows of the dense weights (programs, then de novo units) of ``features``."""
-        if not self.indexed:
-            program = self.program_weight.index_select(0, features)
-        else:
-            unique, inverse = torch.unique(features, return_inverse=True)
+    def pair_weight(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Dense weights (programs, then de novo units) of the distinct ``features``.
+
+        Also returns the row of each feature in them (see ``LinearFeatureDecoder.pair_weight``).
+        """
+        unique, index = torch.unique(features, return_inverse=True)
+        if self.indexed:
             values, (crow, cols, *_) = self._indexed_subset(unique)
             rows = torch.arange(unique.numel(), device=crow.device).repeat_interleave(crow.diff())
             program = values.new_zeros(unique.numel(), self.n_programs)
-            program = program.index_put((rows, cols), values).index_select(0, inverse)
-        return torch.cat([program, self.weight.index_select(0, features)], dim=1)
+            program = program.index_put((rows, cols), values)
+        else:
+            program = self.program_weight.index_select(0, unique)
+        return torch.cat([program, self.weight.index_select(0, unique)], dim=1), index
 
     def _indexed_subset(self, features: torch.Tensor):
         """Program values and CSR layouts of the mask restricted to ``features`` (sorted)."""
