@@ -142,6 +142,36 @@ def _lstsq_coefficients(y, design):
     return np.linalg.lstsq(design, y.T, rcond=None)[0].T
 
 
+def _collinearity_ridge(design):
+    """``n_k * (VIF_k - 1)**2`` of every program column of ``design`` (intercept first)."""
+    out = []
+    for k in range(1, design.shape[1]):
+        column, others = design[:, k], np.delete(design, k, axis=1)
+        fitted = others @ np.linalg.lstsq(others, column, rcond=None)[0]
+        r2 = 1.0 - ((column - fitted) ** 2).sum() / ((column - column.mean()) ** 2).sum()
+        r2 = min(max(r2, 0.0), 0.99)
+        out.append(column.sum() * (r2 / (1.0 - r2)) ** 2)
+    return np.array(out)
+
+
+def test_collinearity_ridge_spares_programs_with_their_own_members():
+    from glassvi.module._program import collinearity_ridge
+
+    mask = np.zeros((40, 4), dtype=bool)
+    mask[0:6, 0] = True  # members of its own
+    mask[6:12, 1] = True
+    mask[9:15, 2] = True  # half of it shared with program 1
+    mask[6:15, 3] = True  # all of it held by programs 1 and 2 (the decoy, last column)
+    design = np.column_stack([np.ones(40), mask]).astype(float)
+    gram = torch.from_numpy(design.T @ design)
+    ridge = collinearity_ridge(gram, n_real=3).numpy()
+    assert ridge[0] == 0.0  # the intercept
+    np.testing.assert_allclose(ridge[1:4], _collinearity_ridge(design[:, :4]), rtol=1e-6)
+    # a decoy's R^2 is against all annotated programs, as if it were added alone
+    np.testing.assert_allclose(ridge[4], _collinearity_ridge(design)[-1], rtol=1e-6)
+    assert ridge[1] < 0.1 * ridge[2] < ridge[2] < ridge[4]
+
+
 @pytest.mark.parametrize("mask_mode", ["hard", "soft"])
 def test_joint_score_is_the_joint_least_squares_fit_and_decoys_enter_alone(mask_mode):
     gen = np.random.default_rng(1)
@@ -169,17 +199,19 @@ def test_joint_score_is_the_joint_least_squares_fit_and_decoys_enter_alone(mask_
         alone = np.column_stack([design, mask[:, decoy]])
         expected = _lstsq_coefficients(y, alone)[:, -1]
         np.testing.assert_allclose(score[:, decoy], expected, atol=1e-4)
-    # with a ridge relative to program size (the default), a decoy's value is still its
-    # coefficient in the fit it joins alone (the ridge covering it too)
+    # with the default ridge (each program's grows with how much of its membership the other
+    # programs explain), a decoy's value is still its coefficient in the fit it joins alone
     ridged = ProgramVAE(
         {"rna": 30}, {"rna": "X"}, {"rna": "nb"}, {"rna": torch.from_numpy(mask)}, n_decoys=2
     )
-    assert ridged.anchor_ridge == 2.0
+    assert ridged.anchor_ridge == 30.0
     score = ridged.joint_score({"rna": torch.from_numpy(x)}).numpy()
     for decoy in (None, 5, 6):
         cols = list(range(5)) + ([] if decoy is None else [decoy])
         design = np.column_stack([np.ones(30), mask[:, cols]]).astype(float)
-        penalty = np.diag(np.r_[0.0, 2.0 * mask[:, cols].sum(0)])
+        # the annotated programs keep their own ridges; the decoy's R^2 is against them all
+        ridge = np.r_[_collinearity_ridge(design[:, :6]), _collinearity_ridge(design)[5:]]
+        penalty = np.diag(np.r_[0.0, 30.0 * ridge])
         coef = np.linalg.solve(design.T @ design + penalty, design.T @ y.T).T
         if decoy is None:
             np.testing.assert_allclose(score[:, :5], coef[:, 1:], atol=1e-4)

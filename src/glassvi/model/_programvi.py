@@ -79,7 +79,7 @@ class ProgramVI(ProgramEvidenceMixin, DifferentialProgramsMixin, GlassModelBase)
         Constrain decoder weights to be non-negative (default).
     activity_anchor
         Weight of the anchor that ties each program's activity to its members' expression
-        (default ``5.0``; ``0`` turns it off). During training, ``activity_anchor * n_members
+        (default ``20.0``; ``0`` turns it off). During training, ``activity_anchor * n_members
         * (1 - r)`` is added to the loss of every minibatch, where ``r`` is the correlation
         over its cells between the program's posterior-mean activity and its target (see
         ``anchor_target``). It fixes the direction of every program, so that no program is
@@ -88,8 +88,9 @@ class ProgramVI(ProgramEvidenceMixin, DifferentialProgramsMixin, GlassModelBase)
     anchor_target
         ``"joint"`` (default): a program's target in a cell is its coefficient in a
         least-squares fit of the cell's log-normalised expression on all annotated programs'
-        memberships at once (decoupler's MLM; ridge relative to program size, the module's
-        ``anchor_ridge``), so programs that share members are told apart. ``"mean"``: the
+        memberships at once (decoupler's MLM, with a ridge on the programs whose members
+        other programs also hold, the module's ``anchor_ridge``), so programs that share
+        members are told apart. ``"mean"``: the
         mean standardised log-normalised expression of its members (a gene-set score). On
         the simulator the joint target follows the true activities more closely (r 0.92 vs
         0.84 for the targets themselves), see :doc:`/programs`.
@@ -147,7 +148,7 @@ class ProgramVI(ProgramEvidenceMixin, DifferentialProgramsMixin, GlassModelBase)
         soft_penalty: float = 0.5,
         group_lasso: float = 0.0,
         nonnegative: bool = True,
-        activity_anchor: float = 5.0,
+        activity_anchor: float = 20.0,
         anchor_target: Literal["joint", "mean"] = "joint",
         likelihood: str | dict[str, str] | None = None,
         n_hidden: int = 128,

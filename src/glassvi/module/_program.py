@@ -355,6 +355,34 @@ class ProgramDecoder(LinearFeatureDecoder):
         self.n_frozen = n_old
 
 
+def collinearity_ridge(gram: torch.Tensor, n_real: int) -> torch.Tensor:
+    """Ridge of every program in the joint fit, before the ``anchor_ridge`` factor.
+
+    ``gram`` is ``D^T W D`` for the design ``D`` = [intercept, the ``n_real`` annotated
+    programs, then any decoys]. A program's ridge is ``n_members * (VIF - 1)**2``, where the
+    variance inflation factor ``VIF = 1 / (1 - R^2)`` and ``R^2`` is the share of its
+    (centred) membership that the other annotated programs explain; a decoy's ``R^2`` is
+    against all annotated programs, as if it were added alone. A program whose members are
+    its own gets (almost) no ridge and keeps its least-squares coefficient; one whose members
+    other programs also hold, whose coefficient the fit cannot pin down, is pulled towards 0
+    (towards its members' summed expression). The intercept gets none.
+    """
+    gram = gram.to(torch.float64)
+    size = torch.diagonal(gram).clone()
+    real = gram[: n_real + 1, : n_real + 1]
+    plain = torch.linalg.pinv(real, hermitian=True)
+    # residual sum of squares of each real column regressed on the other columns
+    residual = 1.0 / torch.diagonal(plain)[1:].clamp(min=1e-12)
+    cross = gram[: n_real + 1, n_real + 1 :]
+    residual = torch.cat([residual, size[n_real + 1 :] - (cross * (plain @ cross)).sum(0)])
+    centred = size[1:] - gram[0, 1:] ** 2 / gram[0, 0].clamp(min=1e-12)
+    r2 = torch.where(centred > 1e-9, 1.0 - residual / centred.clamp(min=1e-9), 0.0)
+    r2 = r2.clamp(0.0, 0.99)
+    ridge = torch.zeros_like(size)
+    ridge[1:] = size[1:] * (r2 / (1.0 - r2)) ** 2
+    return ridge
+
+
 class ProgramVAE(GlassVAE):
     """VAE whose latent units are named gene programs, plus optional de novo units.
 
@@ -413,12 +441,16 @@ class ProgramVAE(GlassVAE):
         exchangeable with annotated programs the data do not use. ``"mean"``: the mean
         standardised log-normalised expression of the members (:meth:`member_score`).
     anchor_ridge
-        Ridge penalty of the ``"joint"`` fit, relative to each program's size: program ``k``'s
-        coefficient is penalised by ``anchor_ridge * n_members(k) * coef**2``. ``0`` is the
-        plain least-squares fit (decoupler's MLM); larger values move the target towards the
-        members' summed expression. The default ``2.0`` keeps most of the joint fit's gain on
-        overlapping programs and loses less where marker programs share members (measured in
-        ``benchmarks/programs_real.py``).
+        Scale of the ridge penalty of the ``"joint"`` fit. Program ``k``'s coefficient is
+        penalised by ``anchor_ridge * n_members(k) * (VIF_k - 1)**2 * coef**2``, where
+        ``VIF_k = 1 / (1 - R_k^2)`` and ``R_k^2`` is the share of its membership that the other
+        programs explain: a program with members of its own keeps
+        its least-squares coefficient (decoupler's MLM), one whose members other programs also
+        hold, whose coefficient the fit cannot pin down, moves towards its members' summed
+        expression. ``0`` is the plain least-squares fit. The default ``30.0`` keeps the joint
+        fit's gain where marker programs have their own members (immune1k) and the members'
+        sum where two marker programs share their defining genes (the two CD8 T programs of
+        pbmc68k), measured in ``benchmarks/programs_real.py``.
     n_decoys
         How many of the masks' programs, the last ones, are hidden decoy programs: trained like
         the others but left out of :meth:`loadings`, :meth:`latent_from_inputs`,
@@ -454,7 +486,7 @@ class ProgramVAE(GlassVAE):
         feature_moments: Mapping[str, tuple] | None = None,
         n_decoys: int = 0,
         anchor_target: str = "joint",
-        anchor_ridge: float = 2.0,
+        anchor_ridge: float = 30.0,
         **kwargs,
     ):
         masks = {m: torch.as_tensor(program_masks[m], dtype=torch.bool) for m in n_features}
@@ -622,9 +654,7 @@ class ProgramVAE(GlassVAE):
             gram[1:, 0] += weight * sizes
             gram[1:, 1:] += weight * overlaps
         n_real = k - self.n_decoys
-        # ridge relative to each program's (weighted) size: ``anchor_ridge * n_members``
-        ridge = self.anchor_ridge * torch.diagonal(gram).clone()
-        ridge[0] = 0.0
+        ridge = self.anchor_ridge * collinearity_ridge(gram, n_real)
         inverse = torch.linalg.pinv(
             gram[: n_real + 1, : n_real + 1] + torch.diag(ridge[: n_real + 1]), hermitian=True
         )
