@@ -121,7 +121,7 @@ def _target_auroc(adata, labels, markers) -> float:
     sets = dict(glassvi.data.hallmark())
     sets.update({f"MARKER_{t}": genes for t, genes in markers.items()})
     glassvi.pp.add_programs(adata, sets, min_genes=3)
-    mask = adata.varm["programs"]
+    mask = glassvi.tl.varm_df(adata, "programs")
     module = ProgramVAE(
         {"rna": adata.n_vars}, {"rna": "X"}, {"rna": "nb"}, {"rna": torch.from_numpy(mask.values)}
     )
