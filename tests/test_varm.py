@@ -149,6 +149,10 @@ def test_a_model_reads_the_mask_of_either_form(go_trained):
     pd.testing.assert_frame_equal(
         glassvi.tl.varm_df(old, "programs"), glassvi.tl.varm_df(adata, "programs")
     )
+    # an array whose .uns record was dropped (e.g. anndata.concat without uns_merge): by position
+    unnamed = _without_registration(adata)
+    del unnamed.uns["programs"]
+    np.testing.assert_allclose(model.get_latent_representation(unnamed), expected, rtol=1e-5)
     renamed = _without_registration(adata)
     renamed.uns["programs"]["names"] = np.asarray(names[::-1], dtype=object)
     with pytest.raises(ValueError, match="do not match the model's"):
@@ -167,6 +171,15 @@ def test_a_dataframe_mask_with_slash_names_is_accepted_with_a_warning(go_trained
     with pytest.warns(UserWarning, match=r"4 program names holding a '/' \(e.g. 'GO:"):
         ProgramVI.setup_anndata(data, layer="counts")
     assert ProgramVI(data).program_names == names
+
+
+def test_an_array_mask_without_names_is_numbered_with_a_warning(go_trained, caplog):
+    adata, *_ = go_trained
+    data = _without_registration(adata)
+    del data.uns["programs"]
+    ProgramVI.setup_anndata(data, layer="counts")
+    assert "does not name its columns" in caplog.text
+    assert ProgramVI(data).program_names == [f"program_{i}" for i in range(4)]
 
 
 def test_query_copies_the_reference_mask_and_its_names(go_trained):

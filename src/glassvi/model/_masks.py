@@ -13,7 +13,7 @@ from scipy import sparse
 from scvi.data import fields
 
 from .._validation import to_bool_values
-from .._varm import has_slash
+from .._varm import entry_columns, has_slash
 
 logger = logging.getLogger(__name__)
 
@@ -47,12 +47,10 @@ def read_mask(container: AnnData, key: str, where: str) -> tuple[np.ndarray, lis
         values = stored
         if getattr(values, "ndim", 2) != 2:
             raise ValueError(f"{what} must be a 2-d features x programs mask.")
-        provenance = container.uns.get(key, {})
-        uns_names = provenance.get("names") if isinstance(provenance, dict) else None
-        if uns_names is not None and len(uns_names) == values.shape[1]:
-            names = [str(n) for n in uns_names]
-        else:
-            names = [f"program_{i}" for i in range(values.shape[1])]
+        # glassvi.pp keeps the names in uns[key]["names"]
+        names = entry_columns(container, container, key) or [
+            f"program_{i}" for i in range(values.shape[1])
+        ]
     if values.shape[0] != container.n_vars or values.ndim != 2:
         raise ValueError(
             f"{what} has shape {values.shape}, expected ({container.n_vars}, n_programs)."
@@ -71,21 +69,34 @@ def read_mask(container: AnnData, key: str, where: str) -> tuple[np.ndarray, lis
     return np.ascontiguousarray(mask, dtype=bool), names
 
 
-def warn_unwritable_names(container: AnnData, key: str, where: str) -> None:
-    """Warn when a DataFrame mask has names h5ad cannot write as column keys (a "/")."""
+def check_mask_names(container: AnnData, key: str, where: str) -> None:
+    """Warn about program names a mask cannot keep: a "/" in a DataFrame, or none recorded.
+
+    h5ad writes a DataFrame's columns as h5 keys, which may not hold a "/"; an array's names
+    live in ``.uns[key]["names"]``, which some operations drop (e.g. ``anndata.concat``
+    without ``uns_merge``), leaving the programs numbered.
+    """
     stored = container.varm[key]
-    if not isinstance(stored, pd.DataFrame):
-        return
-    slashed = has_slash(stored.columns)
-    if slashed:
-        warnings.warn(
-            f"{where}.varm[{key!r}] is a DataFrame with {len(slashed)} program names holding "
-            f"a '/' (e.g. {slashed[0]!r}); h5ad writes DataFrame columns as keys that may not "
-            "hold a '/' (anndata warns, and will refuse it). Store the mask as glassvi.pp does: "
-            f"a boolean array, its names in {where}.uns[{key!r}]['names'] "
-            "(glassvi.pp.add_programs takes the DataFrame as gene sets).",
-            UserWarning,
-            stacklevel=5,  # the user's setup_anndata/setup_mudata call
+    if isinstance(stored, pd.DataFrame):
+        slashed = has_slash(stored.columns)
+        if slashed:
+            warnings.warn(
+                f"{where}.varm[{key!r}] is a DataFrame with {len(slashed)} program names "
+                f"holding a '/' (e.g. {slashed[0]!r}); h5ad writes DataFrame columns as keys "
+                "that may not hold a '/' (anndata warns, and will refuse it). Store the mask as "
+                f"glassvi.pp does: a boolean array, its names in {where}.uns[{key!r}]['names'] "
+                "(glassvi.pp.add_programs takes the DataFrame as gene sets).",
+                UserWarning,
+                stacklevel=5,  # the user's setup_anndata/setup_mudata call
+            )
+    elif entry_columns(container, container, key) is None:
+        logger.warning(
+            "%s.varm[%r] is an array and %s.uns[%r]['names'] does not name its columns; the "
+            "programs are named program_0, program_1, ...",
+            where,
+            key,
+            where,
+            key,
         )
 
 
@@ -114,9 +125,13 @@ class ProgramMaskField(fields.VarmField):
             raise ValueError(
                 f"{what} has {len(target)} programs; the model was set up with {len(source)}."
             )
-        # a model registered by scvi-tools' own field from an unnamed array has numbered names
+        # names that cannot be compared: a model registered by scvi-tools' own field from an
+        # unnamed array (numbered), or an array whose names were dropped with its .uns record
         numbered = source == [str(i) for i in range(len(source))]
-        if not numbered and source != target:
+        unnamed = entry_columns(adata_target, adata_target, self.attr_key) is None
+        if unnamed and not numbered:
+            logger.info("%s has no recorded program names; matched by position", what)
+        if not (numbered or unnamed) and source != target:
             differ = next(t for s, t in zip(source, target) if s != t)
             raise ValueError(
                 f"the program names of {what} do not match the model's (e.g. {differ!r}); "

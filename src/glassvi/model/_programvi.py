@@ -25,12 +25,12 @@ from ._masks import (
     ROLES,
     MuDataProgramMaskField,
     ProgramMaskField,
+    check_mask_names,
     check_masks,
     program_key_for,
     program_masks_of,
     program_registry_key,
     read_mask,
-    warn_unwritable_names,
 )
 from ._program_evidence import ProgramEvidenceMixin
 from ._query import prepare_query_masks, reference_state
@@ -524,7 +524,7 @@ class ProgramVI(ProgramEvidenceMixin, DifferentialProgramsMixin, GlassModelBase)
 
         def mask_field() -> list:
             check_masks({modality: read_mask(adata, program_key, "adata")})
-            warn_unwritable_names(adata, program_key, "adata")
+            check_mask_names(adata, program_key, "adata")
             return [ProgramMaskField(program_registry_key(modality), program_key)]
 
         cls._setup_anndata_from(adata, setup_method_args, mask_field, **kwargs)
@@ -587,7 +587,7 @@ class ProgramVI(ProgramEvidenceMixin, DifferentialProgramsMixin, GlassModelBase)
                 if mod is not None:
                     key = program_key_for(program_key, role)
                     masks[role] = read_mask(mdata[mod], key, f"mdata[{mod!r}]")
-                    warn_unwritable_names(mdata[mod], key, f"mdata[{mod!r}]")
+                    check_mask_names(mdata[mod], key, f"mdata[{mod!r}]")
             check_masks(masks)
             return [
                 MuDataProgramMaskField(
