@@ -119,7 +119,7 @@ def test_member_score_from_nonzero_positions_equals_the_dense_score(mask_mode):
     flat = {m: torch.from_numpy(np.flatnonzero(v.numpy().reshape(-1))) for m, v in x.items()}
     # positions of stored zeros (as a sparse matrix may hold) change nothing
     flat["atac"] = torch.cat([flat["atac"], torch.tensor([0, 31, 65])]).unique()
-    for weights in (None, {"atac": 0.5}):
+    for weights in (None, {"atac": 0.0}, {"atac": 0.5}):
         module = ProgramVAE(
             {"rna": 12, "atac": 30},
             {"rna": "X", "atac": "atac"},
@@ -245,7 +245,7 @@ def test_joint_score_from_nonzero_positions_equals_the_dense_score(mask_mode):
     masks = {"rna": gen.random((20, 5)) < 0.3, "atac": gen.random((30, 5)) < 0.3}
     x = {"rna": torch.from_numpy(rna), "atac": torch.from_numpy(atac)}
     flat = {m: torch.from_numpy(np.flatnonzero(v.numpy().reshape(-1))) for m, v in x.items()}
-    for weights in (None, {"atac": 0.5}):
+    for weights in ({"atac": 0.0}, {"atac": 0.5}):
         module = ProgramVAE(
             {"rna": 20, "atac": 30},
             {"rna": "X", "atac": "atac"},
@@ -258,7 +258,7 @@ def test_joint_score_from_nonzero_positions_equals_the_dense_score(mask_mode):
         )
         dense = module.joint_score(x)
         torch.testing.assert_close(module.joint_score(x, flat), dense, rtol=1e-4, atol=1e-4)
-        if weights is None:  # ATAC weighs 0 by default: the fit reads RNA only
+        if weights["atac"] == 0.0:  # ATAC of weight 0: the fit reads RNA only
             rna_only = ProgramVAE(
                 {"rna": 20},
                 {"rna": "X"},

@@ -57,11 +57,12 @@ class LinearVI(GlassModelBase):
         (4.4 vs 4.5 of 6), and the head predicted the labels less well after short training.
     modality_weights
         How much each modality shapes the latent factors, in ``[0, 1]``;
-        each modality's decoder always fits its own counts. ``None`` (default): ATAC weighs
-        0.0 next to RNA (1 when modelled alone). Chosen by measurement on real SNARE-seq
-        cortex data, where a plain joint model let 25,000 sparse peaks decide what the
-        activities mean and lowered marker-program AUROC below RNA alone. ``{"atac": 1.0}`` is
-        the plain joint model. See :func:`glassvi.module.resolve_modality_weights`.
+        each modality's decoder always fits its own counts. ``None`` (default): every modality
+        weighs 1, the plain joint model. Chosen by measurement: on real SNARE-seq cortex data
+        (held-out marker lists, 3 seeds) ProgramVI's marker programs gained 0.010 to 0.036
+        AUROC over RNA alone with ATAC weight 1, against -0.007 to +0.015 with weight 0 (ATAC
+        only informing the encoder's input). ``{"atac": 0.0}`` keeps ATAC out of what the
+        factors mean. See :func:`glassvi.module.resolve_modality_weights`.
     **module_kwargs
         Further keyword arguments of :class:`~glassvi.module.GlassVAE`.
 

@@ -111,8 +111,8 @@ class ProgramVI(ProgramEvidenceMixin, DifferentialProgramsMixin, GlassModelBase)
         least two labels was registered.
     modality_weights
         How much each modality shapes the program activities, in ``[0, 1]``, as in
-        :class:`~glassvi.model.LinearVI` (which says why ATAC weighs 0 by default);
-        ``{"atac": 1.0}`` is the plain joint model.
+        :class:`~glassvi.model.LinearVI` (which says how the default, the plain joint model,
+        was chosen); ``{"atac": 0.0}`` lets ATAC inform the encoder's input only.
     n_decoys
         Number of hidden decoy programs trained alongside the annotated ones: random feature
         sets matched to the programs in size and expression. They give

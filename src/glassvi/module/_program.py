@@ -574,9 +574,9 @@ class ProgramVAE(GlassVAE):
 
         This is the gene-set score the activities are anchored to (cells x programs; 0 for a
         program without members). Members of each modality count by that modality's weight
-        (``modality_weights``), so by default peaks do not steer the anchor next to genes, and
-        a modality of weight 0 is not read at all. ``nonzero`` maps modalities to the flat
-        positions of the non-zero counts of their minibatch (as the data loader passes them);
+        (``modality_weights``), and a modality of weight 0 is not read at all. ``nonzero``
+        maps modalities to the flat positions of the non-zero counts of their minibatch (as
+        the data loader passes them);
         the score is then computed from these entries only: a member's standardised value is
         ``(y - mean) / sd`` with ``y = 0`` at zero counts, so the sum over members is the sum of
         ``y / sd`` over the non-zero entries minus a constant per program.
