@@ -286,9 +286,11 @@ QUALITY_MODELS = {
 QUALITY_DEFAULT = ("ProgramVI RNA", "ProgramVI RNA+ATAC", "ProgramVI ATAC")
 
 
-def quality(path, n_cells, seeds, epochs: int, models=QUALITY_DEFAULT) -> dict:
+def quality(
+    path, n_cells, seeds, epochs: int, models=QUALITY_DEFAULT, lists=("dev", "heldout")
+) -> dict:
     out = {}
-    for markers in ("dev", "heldout"):
+    for markers in lists:
         rows = []
         for seed in seeds:
             mdata = load(path, n_cells, seed)
@@ -399,6 +401,13 @@ def main() -> None:
         help="ProgramVI models of the quality part",
     )
     parser.add_argument("--quality-epochs", type=int, default=None, help="epochs per quality run")
+    parser.add_argument(
+        "--quality-lists",
+        nargs="*",
+        choices=list(MARKERS),
+        default=list(MARKERS),
+        help="marker lists of the quality part",
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     path = None if args.quick or not SHARED.exists() else SHARED
@@ -423,7 +432,9 @@ def main() -> None:
     if "quality" in args.parts:
         seeds = [0] if args.quick else [0, 1, 2]
         epochs = args.quality_epochs or (30 if args.quick else 100)
-        res["quality"] = quality(path, n_cells, seeds, epochs, args.quality_models)
+        res["quality"] = quality(
+            path, n_cells, seeds, epochs, args.quality_models, args.quality_lists
+        )
     if "sampling" in args.parts:
         res["sampling"] = sampling(
             path, n_cells, [0] if args.quick else [0, 1], 10 if args.quick else 30
