@@ -63,18 +63,8 @@ MARKERS = {
         "CD4+/CD25 T Reg": ["FOXP3", "IL2RA", "CTLA4", "TIGIT", "TNFRSF4", "IKZF2", "BATF"],
         "CD8+/CD45RA+ Naive Cytotoxic": ["CD8B", "CCR7", "LEF1", "SELL", "TCF7", "CD3E"],
     },
-    "immune1k": {
-        "CD8_T": ["CD8A", "CD8B", "GZMK", "CD3D", "CD3E", "CCL5", "GZMA", "CST7"],
-        "CD4_T": ["CD4", "IL7R", "CD40LG", "CD3D", "CD3E", "TCF7", "CCR7", "LEF1"],
-        "Treg": ["FOXP3", "IL2RA", "CTLA4", "TNFRSF4", "TIGIT", "IKZF2", "BATF", "TNFRSF18"],
-        "MDC": ["LYZ", "CD14", "S100A8", "S100A9", "FCN1", "CD68", "CSF1R", "C1QA", "FCGR3A"],
-        "B": ["MS4A1", "CD79A", "CD79B", "CD19", "BANK1", "CD22", "PAX5", "FCRL1"],
-        "NK": ["NKG7", "GNLY", "KLRD1", "KLRF1", "PRF1", "NCAM1", "FCGR3A", "KLRC1"],
-        "plasma": ["JCHAIN", "MZB1", "IGHG1", "XBP1", "SDC1", "TNFRSF17", "PRDM1", "DERL3"],
-        "DC": ["CD1C", "FCER1A", "CLEC10A", "CLEC9A", "XCR1", "LAMP3", "CCR7", "IDO1"],
-        "pDC": ["LILRA4", "CLEC4C", "IL3RA", "TCF4", "IRF7", "GZMB", "PTCRA", "SERPINF1"],
-        "mast": ["TPSAB1", "TPSB2", "CPA3", "KIT", "MS4A2", "HDC", "GATA2", "HPGDS"],
-    },
+    # shipped with glassvi: glassvi.data.immune1k_markers()
+    "immune1k": None,
     "cortex": {
         "L2/3": ["Cux2", "Otof", "Lamp5", "Calb1", "Stard8", "Rasgrf2"],
         "L4/5": ["Rorb", "Rspo1", "Whrn", "Scnn1a", "Il1rapl2", "Deptor"],
@@ -141,7 +131,8 @@ def load(name: str, n_cortex: int = 1000):
     genes = set(adata.var_names)
     counts = labels.value_counts()
     markers = {}
-    for cell_type, members in MARKERS[name].items():
+    sets = MARKERS[name] if MARKERS[name] is not None else glassvi.data.immune1k_markers()
+    for cell_type, members in sets.items():
         present = [g for g in members if g in genes]
         if len(present) >= MIN_MARKERS and counts.get(cell_type, 0) >= MIN_CELLS:
             markers[cell_type] = present

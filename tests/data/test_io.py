@@ -47,6 +47,12 @@ def test_bundled_data():
     assert list(pos.columns) == ["gene", "chrom", "start", "end", "strand"]
     assert len(pos) == 28257
     assert len(glassvi.data.reactome()) == 1615
+    markers = glassvi.data.immune1k_markers()
+    types = set(imm.obs["cell_type_annotations"].astype(str))
+    assert len(markers) == 10 and set(markers) - {"B"} <= types
+    assert {"B_naive", "B_memory"} <= types
+    assert all(8 <= len(genes) <= 9 for genes in markers.values())
+    assert markers["DC"][:3] == ["CD1C", "FCER1A", "CLEC10A"]
     with pytest.raises(FileNotFoundError, match="available"):
         glassvi.data.data_path("nothing.gmt")
 

@@ -95,19 +95,6 @@ def test_activities_follow_the_truth_where_programs_overlap():
     assert np.nanmin(r) >= 0.7
 
 
-#: immune1k marker genes (biology knowledge); B subtypes are merged into one B type
-IMMUNE_MARKERS = {
-    "CD8_T": ["CD8A", "CD8B", "GZMK", "CD3D", "CD3E", "CCL5", "GZMA", "CST7"],
-    "CD4_T": ["CD4", "IL7R", "CD40LG", "CD3D", "CD3E", "TCF7", "CCR7", "LEF1"],
-    "Treg": ["FOXP3", "IL2RA", "CTLA4", "TNFRSF4", "TIGIT", "IKZF2", "BATF", "TNFRSF18"],
-    "MDC": ["LYZ", "CD14", "S100A8", "S100A9", "FCN1", "CD68", "CSF1R", "C1QA", "FCGR3A"],
-    "B": ["MS4A1", "CD79A", "CD79B", "CD19", "BANK1", "CD22", "PAX5", "FCRL1"],
-    "NK": ["NKG7", "GNLY", "KLRD1", "KLRF1", "PRF1", "NCAM1", "FCGR3A", "KLRC1"],
-    "plasma": ["JCHAIN", "MZB1", "IGHG1", "XBP1", "SDC1", "TNFRSF17", "PRDM1", "DERL3"],
-    "DC": ["CD1C", "FCER1A", "CLEC10A", "CLEC9A", "XCR1", "LAMP3", "CCR7", "IDO1"],
-    "pDC": ["LILRA4", "CLEC4C", "IL3RA", "TCF4", "IRF7", "GZMB", "PTCRA", "SERPINF1"],
-    "mast": ["TPSAB1", "TPSB2", "CPA3", "KIT", "MS4A2", "HDC", "GATA2", "HPGDS"],
-}
 #: two CD8 T programs sharing their defining genes (CD8B, CD3E) in pbmc68k
 NAIVE_CD8 = ("CD8+/CD45RA+ Naive Cytotoxic", ["CD8B", "CCR7", "LEF1", "SELL", "TCF7", "CD3E"])
 
@@ -156,4 +143,4 @@ def test_anchor_target_separates_marker_programs_with_shared_and_own_members():
     immune = immune[:, logged.var["highly_variable"].to_numpy()].copy()
     labels = immune.obs["cell_type_annotations"].astype(str)
     labels = labels.replace({"B_memory": "B", "B_naive": "B", "B_GC": "B"})
-    assert _target_auroc(immune, labels, IMMUNE_MARKERS) >= 0.947
+    assert _target_auroc(immune, labels, glassvi.data.immune1k_markers()) >= 0.947

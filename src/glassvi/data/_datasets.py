@@ -80,6 +80,28 @@ def immune1k() -> ad.AnnData:
     return adata
 
 
+def immune1k_markers() -> dict[str, list[str]]:
+    """Marker genes of ten :func:`immune1k` cell types, written from biology knowledge.
+
+    Eight or nine canonical markers per type (not selected from the data), for checking that a
+    program or score picks out its type. Keys are the values of
+    ``immune1k().obs["cell_type_annotations"]``, except ``"B"``, which stands for the merged
+    ``B_naive``, ``B_memory`` and ``B_GC`` types. Some markers are not among the most variable
+    genes; keep those present in your data.
+
+    Returns
+    -------
+    Dict mapping cell type to its marker genes (human symbols).
+
+    Examples
+    --------
+    >>> markers = glassvi.data.immune1k_markers()
+    >>> markers["DC"][:3]
+    ['CD1C', 'FCER1A', 'CLEC10A']
+    """
+    return read_gmt(data_path("immune1k_markers.gmt"))
+
+
 def _gene_sets(name: str) -> dict[str, list[str]]:
     return read_gmt(data_path(f"{name}.gmt.gz"))
 
