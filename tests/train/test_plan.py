@@ -232,7 +232,9 @@ def test_encoder_stored_feature_major_is_optimised_as_plain_adam():
         weight = model.module.z_encoder.first_linear.weight
         assert weight.t().is_contiguous()
         initial = weight.detach().clone()
-        plan = {} if creator is None else {"optimizer": "Custom", "optimizer_creator": creator}
+        plan = {"lazy_feature_rows": False}
+        if creator is not None:
+            plan = {"optimizer": "Custom", "optimizer_creator": creator}
         model.train(max_epochs=3, batch_size=40, plan_kwargs=plan, **TRAIN_KW)
         # hooks are removed after training; the weight keeps its layout
         assert not hasattr(weight, "_glassvi_alias_hooks") and weight.t().is_contiguous()

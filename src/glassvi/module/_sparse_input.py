@@ -129,32 +129,7 @@ class _BlockLinear(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, weight, bias, blocks, categories):
-        wt = _columns_major(weight)
-        n_rows = _n_rows(blocks, categories)
-        if bias is None:
-            out = wt.new_zeros(n_rows, wt.shape[1])
-        else:
-            out = bias.expand(n_rows, -1).clone()
-        offset = 0
-        for block in blocks:
-            if isinstance(block, SparseBlock):
-                if block.rows.numel():
-                    out += F.embedding_bag(
-                        block.cols + offset,
-                        wt,
-                        block.row_starts(),
-                        mode="sum",
-                        per_sample_weights=block.values,
-                    )
-                offset += block.n_cols
-            else:
-                out.addmm_(block, wt[offset : offset + block.shape[-1]])
-                offset += block.shape[-1]
-        for codes, n_cat in categories:
-            out += wt.index_select(0, codes + offset)
-            offset += n_cat
-        if offset != wt.shape[0]:
-            raise ValueError(f"the input blocks cover {offset} columns, the weight {wt.shape[0]}.")
+        out = _block_forward(_columns_major(weight), bias, blocks, categories)
         ctx.blocks = blocks
         ctx.categories = categories
         ctx.has_bias = bias is not None
@@ -173,6 +148,72 @@ class _BlockLinear(torch.autograd.Function):
         if ctx.has_bias and ctx.needs_input_grad[1]:
             grad_bias = grad.sum(0)
         return grad_weight, grad_bias, None, None
+
+
+class _BlockLinearRows(torch.autograd.Function):
+    """:class:`_BlockLinear` on the feature-major weight, with a row-sparse weight gradient.
+
+    The weight argument is the contiguous ``(n_input, n_hidden)`` transpose of the layer's
+    weight. Its gradient is a sparse tensor holding only the rows that the minibatch reaches
+    (features with an entry in a sparse block, every column of a dense block, categories
+    present), as :class:`torch.nn.Embedding` with ``sparse=True`` gives: the other rows'
+    gradient is zero and is neither written nor read.
+    """
+
+    @staticmethod
+    def forward(ctx, weight_t, bias, blocks, categories):
+        out = _block_forward(weight_t, bias, blocks, categories)
+        ctx.blocks = blocks
+        ctx.categories = categories
+        ctx.has_bias = bias is not None
+        ctx.weight_t_shape = tuple(weight_t.shape)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad_weight = grad_bias = None
+        if ctx.needs_input_grad[0]:
+            index, rows = _weight_grad_rows(grad.contiguous(), ctx.blocks, ctx.categories)
+            grad_weight = torch.sparse_coo_tensor(
+                index.unsqueeze(0),
+                rows,
+                ctx.weight_t_shape,
+                check_invariants=False,
+                is_coalesced=True,
+            )
+        if ctx.has_bias and ctx.needs_input_grad[1]:
+            grad_bias = grad.sum(0)
+        return grad_weight, grad_bias, None, None
+
+
+def _block_forward(wt: torch.Tensor, bias, blocks, categories) -> torch.Tensor:
+    """``cat(blocks + one-hot categories) @ wt + bias`` for the feature-major weight ``wt``."""
+    n_rows = _n_rows(blocks, categories)
+    if bias is None:
+        out = wt.new_zeros(n_rows, wt.shape[1])
+    else:
+        out = bias.expand(n_rows, -1).clone()
+    offset = 0
+    for block in blocks:
+        if isinstance(block, SparseBlock):
+            if block.rows.numel():
+                out += F.embedding_bag(
+                    block.cols + offset,
+                    wt,
+                    block.row_starts(),
+                    mode="sum",
+                    per_sample_weights=block.values,
+                )
+            offset += block.n_cols
+        else:
+            out.addmm_(block, wt[offset : offset + block.shape[-1]])
+            offset += block.shape[-1]
+    for codes, n_cat in categories:
+        out += wt.index_select(0, codes + offset)
+        offset += n_cat
+    if offset != wt.shape[0]:
+        raise ValueError(f"the input blocks cover {offset} columns, the weight {wt.shape[0]}.")
+    return out
 
 
 def _weight_grad(grad: torch.Tensor, blocks, categories) -> torch.Tensor:
@@ -215,6 +256,127 @@ def _weight_grad(grad: torch.Tensor, blocks, categories) -> torch.Tensor:
     for start, block in dense:
         torch.mm(block.t(), grad, out=grad_wt[start : start + block.shape[-1]])
     return grad_wt
+
+
+def _weight_grad_rows(grad: torch.Tensor, blocks, categories):
+    """The rows of the feature-major weight gradient that the minibatch reaches.
+
+    Returns sorted, distinct row indices and their gradient rows. Features of sparse blocks
+    without an entry (and categories no cell has) are left out; columns of dense blocks are
+    all listed.
+    """
+    n_rows = grad.shape[0]
+    cells, columns, values, index, parts = [], [], [], [], []
+    offset = 0
+    for block in blocks:
+        if isinstance(block, SparseBlock):
+            cells.append(block.rows)
+            columns.append(block.cols + offset)
+            values.append(block.values)
+            offset += block.n_cols
+        else:
+            width = block.shape[-1]
+            index.append(torch.arange(offset, offset + width, device=grad.device))
+            parts.append(block.t() @ grad)
+            offset += width
+    for codes, n_cat in categories:
+        cells.append(torch.arange(n_rows, device=grad.device))
+        columns.append(codes + offset)
+        values.append(None)
+        offset += n_cat
+    if cells:
+        weights = None
+        if any(v is not None for v in values):
+            weights = torch.cat(
+                [grad.new_ones(c.shape) if v is None else v for c, v in zip(cells, values)]
+            )
+        touched, rows = _entry_rows_sum(
+            torch.cat(cells), torch.cat(columns), weights, grad, offset
+        )
+        index.append(touched)
+        parts.append(rows)
+    if not parts:
+        return torch.zeros(0, dtype=torch.int64, device=grad.device), grad.new_zeros(
+            0, grad.shape[1]
+        )
+    index, rows = torch.cat(index), torch.cat(parts)
+    if len(parts) > 1:
+        # dense blocks and sparse/category rows interleave in column order
+        order = _argsort(index)
+        index, rows = index[order], rows[order]
+    return index, rows
+
+
+def _entry_rows_sum(cells, columns, weights, grad: torch.Tensor, n_columns: int):
+    """Distinct sorted ``columns`` and, for each, the sum of ``weights * grad[cells]`` rows."""
+    if grad.device.type == "cpu" and grad.dtype == torch.float32 and _numba_available():
+        touched, rows = _rows_kernel()(
+            cells.numpy(),
+            columns.numpy(),
+            np.zeros(0, np.float32) if weights is None else weights.detach().numpy(),
+            grad.detach().numpy(),
+            n_columns,
+        )
+        return torch.from_numpy(touched), torch.from_numpy(rows)
+    order = _argsort(columns)
+    counts = torch.bincount(columns, minlength=n_columns)
+    touched = counts.nonzero().squeeze(1)
+    counts = counts[touched]
+    rows = F.embedding_bag(
+        cells[order],
+        grad,
+        torch.cumsum(counts, 0) - counts,
+        mode="sum",
+        per_sample_weights=None if weights is None else weights[order],
+    )
+    return touched, rows
+
+
+_ROWS_KERNEL = None
+
+
+def _numba_available() -> bool:
+    try:
+        import numba  # noqa: F401
+    except ImportError:  # pragma: no cover - numba is a dependency
+        return False
+    return True
+
+
+def _rows_kernel():
+    """Compiled row sums of :func:`_entry_rows_sum` (numba, built on first use)."""
+    global _ROWS_KERNEL
+    if _ROWS_KERNEL is None:
+        import numba
+
+        @numba.njit(cache=True, nogil=True, error_model="numpy")
+        def _add_row(out, row, weight):
+            for j in range(out.shape[0]):
+                out[j] += weight * row[j]
+
+        @numba.njit(cache=True, nogil=True, error_model="numpy")
+        def _rows_sum(cells, columns, weights, grad, n_columns):
+            seen = np.zeros(n_columns, np.bool_)
+            for c in columns:
+                seen[c] = True
+            position = np.empty(n_columns, np.int64)
+            n_touched = 0
+            for c in range(n_columns):
+                position[c] = n_touched
+                n_touched += seen[c]
+            touched = np.empty(n_touched, np.int64)
+            for c in range(n_columns):
+                if seen[c]:
+                    touched[position[c]] = c
+            out = np.zeros((n_touched, grad.shape[1]), np.float32)
+            weighted = weights.shape[0] > 0
+            for e in range(cells.shape[0]):
+                w = weights[e] if weighted else np.float32(1.0)
+                _add_row(out[position[columns[e]]], grad[cells[e]], w)
+            return touched, out
+
+        _ROWS_KERNEL = _rows_sum
+    return _ROWS_KERNEL
 
 
 def _n_rows(blocks, categories) -> int:
@@ -292,6 +454,36 @@ class SparseInputEncoder(Encoder):
             first = self.first_linear
             first.weight = nn.Parameter(first.weight.detach().t().contiguous().t())
 
+    def set_row_gradient_weight(self, weight_t: torch.Tensor | None) -> None:
+        """Give the first layer's weight gradient by rows, to ``weight_t``, or stop (``None``).
+
+        ``weight_t`` is a leaf tensor sharing the storage of the feature-major weight's
+        transpose (shape ``(n_input, n_hidden)``), as an optimiser that updates the weight by
+        rows holds it. While it is set, a forward pass on input blocks with gradients enabled
+        computes the first layer from ``weight_t``, whose gradient is then a sparse tensor of
+        the rows the minibatch reaches (the weight itself gets none). Dense inputs, and a
+        weight with gradient hooks (e.g. frozen columns in reference mapping), keep the dense
+        gradient of the weight.
+        """
+        if weight_t is not None:
+            weight = self.first_linear.weight
+            if tuple(weight_t.shape) != tuple(weight.t().shape) or (
+                weight_t.data_ptr() != weight.data_ptr()
+            ):
+                raise ValueError("weight_t must share the storage of the weight's transpose.")
+        # a plain attribute: assigning a Parameter through nn.Module would register it
+        self.__dict__["_row_gradient_weight"] = weight_t
+
+    def _rows_weight(self) -> torch.Tensor | None:
+        """The tensor to take the first layer's row-sparse gradient, when it applies now."""
+        weight_t = self.__dict__.get("_row_gradient_weight")
+        if weight_t is None or not torch.is_grad_enabled():
+            return None
+        weight = self.first_linear.weight
+        if weight._backward_hooks or weight_t.data_ptr() != weight.data_ptr():
+            return None
+        return weight_t
+
     @property
     def first_linear(self) -> nn.Linear:
         """The first layer's linear map (input columns: features, then covariates)."""
@@ -326,7 +518,11 @@ class SparseInputEncoder(Encoder):
                 if layer is None:
                     continue
                 if i == 0 and j == 0:
-                    h = block_linear(layer, blocks, categories)
+                    weight_t = self._rows_weight()
+                    if weight_t is None:
+                        h = block_linear(layer, blocks, categories)
+                    else:
+                        h = _BlockLinearRows.apply(weight_t, layer.bias, blocks, categories)
                     continue
                 if isinstance(layer, nn.Linear) and fc.inject_into_layer(i):
                     one_hots = [F.one_hot(codes, n).to(h.dtype) for codes, n in categories]

@@ -6,6 +6,10 @@ import torch
 from scvi.train import TrainingPlan
 
 from ._allocator import restore_cpu_allocator, tune_cpu_allocator
+from ._lazy_adam import RowSparseAdam, lazy_adam_available
+
+#: default of ``GlassTrainingPlan(lazy_feature_rows=...)``
+LAZY_FEATURE_ROWS = True
 
 
 class GlassTrainingPlan(TrainingPlan):
@@ -27,6 +31,10 @@ class GlassTrainingPlan(TrainingPlan):
       ``on_step=True`` scvi-tools' per-step logging is used unchanged.
     * Adam and AdamW use PyTorch's fused implementation (``fused=True``) where the parameters'
       device supports it.
+    * With sparse (ATAC) inputs, the rows of the encoder's first-layer weight (one per input
+      feature) take a "lazy" Adam step: only the rows of features present in the minibatch
+      are updated (see ``lazy_feature_rows``), so that the layer's gradient and update cost
+      follow the minibatch's non-zero entries rather than the number of peaks.
     * Optionally (``tune_allocator=True``), on CPU under Linux/glibc, the allocator keeps
       freed memory between steps instead of returning it to the system and faulting it back
       in at the next step. These settings are process-wide; they are put back to their
@@ -41,6 +49,16 @@ class GlassTrainingPlan(TrainingPlan):
     tune_allocator
         Raise glibc's mmap and trim thresholds while training on CPU (no effect on GPUs or
         other systems); off by default, because they are settings of the whole process.
+    lazy_feature_rows
+        With Adam, update the rows of the encoder's first-layer weight only when the
+        minibatch reaches them (a feature with an entry, every dense feature, a category
+        present): lazy Adam, as :class:`torch.optim.SparseAdam` and the usual optimiser of
+        embedding tables. Exact Adam also moves the rows of absent features with their
+        decaying momentum at every step. Every other parameter takes the exact (fused) Adam
+        step. Applies on CPU to modules with a Bernoulli (sparse) modality whose minibatches
+        come with the positions of their non-zero entries; exact Adam is used instead with
+        weight decay, gradient clipping, distributed training, precision other than 32-bit,
+        other optimisers, and while the weight has gradient hooks (reference mapping).
     **kwargs
         Keyword arguments of :class:`~scvi.train.TrainingPlan`.
 
@@ -53,12 +71,19 @@ class GlassTrainingPlan(TrainingPlan):
     """
 
     def __init__(
-        self, module, *, weight_decay: float = 0.0, tune_allocator: bool = False, **kwargs
+        self,
+        module,
+        *,
+        weight_decay: float = 0.0,
+        tune_allocator: bool = False,
+        lazy_feature_rows: bool = LAZY_FEATURE_ROWS,
+        **kwargs,
     ):
         # no L2 decay by default: frozen reference rows stay exactly fixed in query mapping,
         # and sparsity of the decoders is controlled by the proximal steps alone
         super().__init__(module, weight_decay=weight_decay, **kwargs)
         self.tune_allocator = bool(tune_allocator)
+        self.lazy_feature_rows = bool(lazy_feature_rows)
         self._epoch_sums: torch.Tensor | None = None
         self._extra_keys: list[str] = []
 
@@ -77,16 +102,53 @@ class GlassTrainingPlan(TrainingPlan):
         def create(params):
             params = list(params)
             fused = all(p.device.type in ("cpu", "cuda") for p in params)
+            optimizer_cls = cls
             if fused:
                 # the fused kernel copies non-contiguous tensors at every step: a matrix stored
                 # transposed (the encoder's first layer, feature-major) is updated through its
                 # contiguous transpose instead, with the same values
-                params = [transposed_alias(p) for p in params]
-            return cls(
+                by_rows = self._lazy_rows_weight()
+                aliases = [transposed_alias(p) for p in params]
+                for param, alias in zip(params, aliases):
+                    if param is by_rows and alias is not param:
+                        self.module.z_encoder.set_row_gradient_weight(alias)
+                        optimizer_cls = RowSparseAdam
+                params = aliases
+            return optimizer_cls(
                 params, lr=self.lr, eps=self.eps, weight_decay=self.weight_decay, fused=fused
             )
 
         return create
+
+    def _lazy_rows_weight(self) -> torch.Tensor | None:
+        """The encoder weight to update by feature rows (see ``lazy_feature_rows``), if any."""
+        encoder = getattr(self.module, "z_encoder", None)
+        if (
+            not self.lazy_feature_rows
+            or not hasattr(encoder, "set_row_gradient_weight")
+            or self.optimizer_name != "Adam"
+            or self.weight_decay != 0.0
+            or not lazy_adam_available()
+        ):
+            return None
+        trainer = getattr(self, "_trainer", None)
+        if trainer is not None and (
+            trainer.world_size > 1
+            or trainer.gradient_clip_val
+            or str(trainer.precision) not in ("32-true", "32")
+        ):
+            return None
+        weight = encoder.first_linear.weight
+        if (
+            weight.device.type != "cpu"
+            or weight.dtype != torch.float32
+            or weight._backward_hooks
+            or weight.is_contiguous()
+            or not weight.t().is_contiguous()
+        ):
+            # not stored feature-major: no sparse (Bernoulli) input
+            return None
+        return weight
 
     def optimizer_zero_grad(self, epoch, batch_idx, optimizer) -> None:
         """Zero the gradients, also of parameters the optimiser updates through an alias."""
@@ -193,7 +255,9 @@ def transposed_alias(param: torch.Tensor) -> torch.Tensor:
     alias = torch.nn.Parameter(param.detach().t(), requires_grad=param.requires_grad)
 
     def link(p: torch.Tensor) -> None:
-        alias.grad = None if p.grad is None else p.grad.t()
+        # (the hook can fire without a gradient; the alias may hold a row gradient of its own)
+        if p.grad is not None:
+            alias.grad = p.grad.t()
 
     handles = getattr(param, _ALIAS_HOOKS, [])
     handles.append(param.register_post_accumulate_grad_hook(link))
@@ -208,6 +272,9 @@ def release_aliases(module: torch.nn.Module) -> None:
             handle.remove()
         if hasattr(param, _ALIAS_HOOKS):
             delattr(param, _ALIAS_HOOKS)
+    for part in module.modules():
+        if hasattr(part, "set_row_gradient_weight"):
+            part.set_row_gradient_weight(None)
 
 
 def _as_tensor(value, like: torch.Tensor) -> torch.Tensor:
