@@ -117,9 +117,10 @@ class LinearFeatureDecoder(nn.Module):
         if features is None:
             weight = self.effective_weight()
         else:
-            weight = self.weight[features]
+            # index_select: its gradient is an index_add, not advanced indexing's sorted put
+            weight = self.weight.index_select(0, features)
             if self.mask is not None and self.mask_mode == "hard":
-                weight = weight * self.mask[features]
+                weight = weight * self.mask.index_select(0, features)
         return self.add_offsets(F.linear(z, weight), batch_index, cat_covs, cont_covs, features)
 
     def pair_weight(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -181,7 +182,7 @@ class LinearFeatureDecoder(nn.Module):
         """
 
         def columns(param: torch.Tensor) -> torch.Tensor:
-            return param if features is None else param[..., features]
+            return param if features is None else param.index_select(-1, features)
 
         bias = columns(self.bias)
         if batch_index is not None and self.batch_offset.shape[0] == 1:

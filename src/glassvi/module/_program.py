@@ -262,10 +262,14 @@ class ProgramDecoder(LinearFeatureDecoder):
                 values, index = self._indexed_subset(features)
             eta = _IndexedMatmul.apply(values, flat, *index, n_out).reshape(*z.shape[:-1], n_out)
         else:
-            weight = self.program_weight if features is None else self.program_weight[features]
+            weight = (
+                self.program_weight
+                if features is None
+                else self.program_weight.index_select(0, features)
+            )
             eta = z_prog @ weight.T
         if self.n_denovo:
-            weight = self.weight if features is None else self.weight[features]
+            weight = self.weight if features is None else self.weight.index_select(0, features)
             eta = eta + z_denovo @ weight.T
         return self.add_offsets(eta, batch_index, cat_covs, cont_covs, features)
 
