@@ -189,6 +189,7 @@ def test_joint_score_is_the_joint_least_squares_fit_and_decoys_enter_alone(mask_
         activity_anchor=1.0,
         n_decoys=2,  # the last two programs
         anchor_ridge=0.0,
+        anchor_tvalue=False,
     )
     assert module.anchor_target == "joint"
     score = module.joint_score({"rna": torch.from_numpy(x)}).numpy()
@@ -202,7 +203,12 @@ def test_joint_score_is_the_joint_least_squares_fit_and_decoys_enter_alone(mask_
     # with the default ridge (each program's grows with how much of its membership the other
     # programs explain), a decoy's value is still its coefficient in the fit it joins alone
     ridged = ProgramVAE(
-        {"rna": 30}, {"rna": "X"}, {"rna": "nb"}, {"rna": torch.from_numpy(mask)}, n_decoys=2
+        {"rna": 30},
+        {"rna": "X"},
+        {"rna": "nb"},
+        {"rna": torch.from_numpy(mask)},
+        n_decoys=2,
+        anchor_tvalue=False,
     )
     assert ridged.anchor_ridge == 30.0
     score = ridged.joint_score({"rna": torch.from_numpy(x)}).numpy()
@@ -222,7 +228,14 @@ def test_joint_score_is_the_joint_least_squares_fit_and_decoys_enter_alone(mask_
     pair = torch.zeros(12, 2, dtype=torch.bool)
     pair[0:4, 0] = True
     pair[2:6, 1] = True
-    two = ProgramVAE({"rna": 12}, {"rna": "X"}, {"rna": "nb"}, {"rna": pair}, anchor_ridge=0.0)
+    two = ProgramVAE(
+        {"rna": 12},
+        {"rna": "X"},
+        {"rna": "nb"},
+        {"rna": pair},
+        anchor_ridge=0.0,
+        anchor_tvalue=False,
+    )
     counts = torch.tensor([[1.0, 1, 10, 10, 10, 10, 1, 1, 1, 1, 1, 1]])
     joint = two.joint_score({"rna": counts})[0]
     assert abs(joint[0].item()) < 1e-4 < joint[1].item()
@@ -234,6 +247,44 @@ def test_joint_score_is_the_joint_least_squares_fit_and_decoys_enter_alone(mask_
     torch.testing.assert_close(module.anchor_score(xt), module.member_score(xt))
     with pytest.raises(ValueError, match="anchor_target"):
         ProgramVAE({"rna": 30}, {"rna": "X"}, {"rna": "nb"}, {"rna": mask}, anchor_target="max")
+
+
+def _t_values(y, design):
+    """t-value of every coefficient of the least-squares fit of each row of ``y``."""
+    coef = _lstsq_coefficients(y, design)
+    rss = ((y - coef @ design.T) ** 2).sum(1)
+    sigma2 = rss / (design.shape[0] - design.shape[1])
+    se = np.sqrt(sigma2[:, None] * np.diag(np.linalg.pinv(design.T @ design))[None, :])
+    return coef / se
+
+
+def test_joint_score_gives_the_t_values_of_the_fit_on_request():
+    # decoupler's MLM score: each coefficient over its standard error in that cell
+    gen = np.random.default_rng(2)
+    x = _counts(n_features=30, seed=3)
+    mask = gen.random((30, 6)) < 0.3
+    mask[2:6, 1] = mask[2:6, 0] = True
+    module = ProgramVAE(
+        {"rna": 30},
+        {"rna": "X"},
+        {"rna": "nb"},
+        {"rna": torch.from_numpy(mask)},
+        n_decoys=2,
+        anchor_ridge=0.0,
+        anchor_tvalue=True,
+    )
+    score = module.joint_score({"rna": torch.from_numpy(x)}).numpy()
+    y = np.log1p(1e4 * x / x.sum(1, keepdims=True))
+    design = np.column_stack([np.ones(30), mask[:, :4]]).astype(float)
+    np.testing.assert_allclose(score[:, :4], _t_values(y, design)[:, 1:], rtol=1e-3, atol=1e-3)
+    for decoy in (4, 5):  # a decoy's t-value in the fit it joins alone
+        alone = np.column_stack([design, mask[:, decoy]])
+        expected = _t_values(y, alone)[:, -1]
+        np.testing.assert_allclose(score[:, decoy], expected, rtol=1e-3, atol=1e-3)
+    # the coefficient itself is not it: cells with a larger residual count less
+    module.anchor_tvalue = False
+    coef = module.joint_score({"rna": torch.from_numpy(x)}).numpy()
+    assert not np.allclose(np.corrcoef(coef[:, 0], score[:, 0])[0, 1], 1.0, atol=1e-3)
 
 
 @pytest.mark.parametrize("mask_mode", ["hard", "soft"])

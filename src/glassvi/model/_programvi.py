@@ -176,8 +176,11 @@ class ProgramVI(ProgramEvidenceMixin, DifferentialProgramsMixin, GlassModelBase)
         kwargs = self._module_kwargs_from_registry(likelihood, classifier=classifier)
         names, masks = program_masks_of(self.adata, self.adata_manager.registry["setup_args"])
         self._program_names = names
-        self.n_decoys = _evidence.default_n_decoys(len(names)) if n_decoys is None else n_decoys
         n_members = {role: int(m.sum()) for role, m in masks.items()}
+        if n_decoys is None:
+            n_features = sum(int(m.shape[0]) for m in masks.values())
+            n_decoys = _evidence.default_n_decoys(len(names), sum(n_members.values()), n_features)
+        self.n_decoys = n_decoys
         masks = self._with_decoys(masks, kwargs["likelihoods"])
         self.module = self._module_cls(
             **kwargs,
