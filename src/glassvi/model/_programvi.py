@@ -118,9 +118,10 @@ class ProgramVI(ProgramEvidenceMixin, DifferentialProgramsMixin, GlassModelBase)
         sets matched to the programs in size and expression. They give
         :meth:`program_evidence` its null distribution and never appear in any output
         (activities, weights, explanations). ``None`` (default): ten per program, at least 100
-        and at most 300, or one per program beyond 300 programs, up to 1000 (see
-        ``glassvi.model._evidence.default_n_decoys``); ``0`` turns them off (and the p-values
-        with them).
+        and at most 300, or one per program beyond 300 programs, up to 1000, but no more than
+        three decoys per feature on average (at least 20), so that large programs in a small
+        feature space keep their signal (see ``glassvi.model._evidence.default_n_decoys``);
+        ``0`` turns them off (and the p-values with them).
     **module_kwargs
         Further keyword arguments of :class:`~glassvi.module.ProgramVAE`.
 
