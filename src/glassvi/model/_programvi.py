@@ -119,7 +119,7 @@ class ProgramVI(ProgramEvidenceMixin, DifferentialProgramsMixin, GlassModelBase)
         :meth:`program_evidence` its null distribution and never appear in any output
         (activities, weights, explanations). ``None`` (default): ten per program, at least 100
         and at most 300, or one per program beyond 300 programs, up to 1000, but no more than
-        three decoys per feature on average (at least 20), so that large programs in a small
+        5.5 decoys per feature on average (at least 20), so that large programs in a small
         feature space keep their signal (see ``glassvi.model._evidence.default_n_decoys``);
         ``0`` turns them off (and the p-values with them).
     **module_kwargs
