@@ -57,7 +57,10 @@ class ProgramVI(ProgramEvidenceMixin, DifferentialProgramsMixin, GlassModelBase)
         AnnData registered with :meth:`setup_anndata` or MuData registered with
         :meth:`setup_mudata`.
     n_denovo
-        Number of unannotated latent units that may use any feature.
+        Number of unannotated latent units that may use any feature (default ``2``). They take
+        up variation that no annotated program explains; without them such signal in a member
+        gene can only go to the program that lists it (with a hard mask, FCER1A of mast cells
+        makes a dendritic-cell program rank mast cells first). See :doc:`/programs`.
     mask_mode
         ``"hard"`` (default): a program's weights exist only for its members. They are stored
         as an indexed vector, so memory and time scale with the number of memberships (thousands
@@ -144,7 +147,7 @@ class ProgramVI(ProgramEvidenceMixin, DifferentialProgramsMixin, GlassModelBase)
     def __init__(
         self,
         adata: AnnData | MuData | None = None,
-        n_denovo: int = 0,
+        n_denovo: int = 2,
         mask_mode: Literal["hard", "soft"] = "hard",
         soft_penalty: float = 0.5,
         group_lasso: float = 0.0,
