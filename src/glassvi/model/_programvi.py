@@ -57,10 +57,13 @@ class ProgramVI(ProgramEvidenceMixin, DifferentialProgramsMixin, GlassModelBase)
         AnnData registered with :meth:`setup_anndata` or MuData registered with
         :meth:`setup_mudata`.
     n_denovo
-        Number of unannotated latent units that may use any feature (default ``2``). They take
-        up variation that no annotated program explains; without them such signal in a member
-        gene can only go to the program that lists it (with a hard mask, FCER1A of mast cells
-        makes a dendritic-cell program rank mast cells first). See :doc:`/programs`.
+        Number of unannotated latent units that may use any feature. ``None`` (default): 2
+        with a hard mask, 0 with a soft one. They take up variation that no annotated program
+        explains; with a hard mask and no such units, that signal in a member gene can only go
+        to the program that lists it (FCER1A of mast cells makes a dendritic-cell program rank
+        mast cells first). A soft mask already lets programs reach genes outside their
+        annotation, and de novo units there took signal from the marker programs. See
+        :doc:`/programs`.
     mask_mode
         ``"hard"`` (default): a program's weights exist only for its members. They are stored
         as an indexed vector, so memory and time scale with the number of memberships (thousands
@@ -147,7 +150,7 @@ class ProgramVI(ProgramEvidenceMixin, DifferentialProgramsMixin, GlassModelBase)
     def __init__(
         self,
         adata: AnnData | MuData | None = None,
-        n_denovo: int = 2,
+        n_denovo: int | None = None,
         mask_mode: Literal["hard", "soft"] = "hard",
         soft_penalty: float = 0.5,
         group_lasso: float = 0.0,
@@ -166,8 +169,10 @@ class ProgramVI(ProgramEvidenceMixin, DifferentialProgramsMixin, GlassModelBase)
     ):
         if n_decoys is not None and n_decoys < 0:
             raise ValueError(f"n_decoys must be >= 0 or None, got {n_decoys}.")
+        if n_denovo is None:
+            n_denovo = 2 if mask_mode == "hard" else 0
         if n_denovo < 0:
-            raise ValueError(f"n_denovo must be >= 0, got {n_denovo}.")
+            raise ValueError(f"n_denovo must be >= 0 or None, got {n_denovo}.")
         if mask_mode not in ("hard", "soft"):
             raise ValueError(f"mask_mode must be 'hard' or 'soft', got {mask_mode!r}.")
         if soft_penalty < 0:
@@ -211,7 +216,8 @@ class ProgramVI(ProgramEvidenceMixin, DifferentialProgramsMixin, GlassModelBase)
             f"{mask_mode} mask, group_lasso {group_lasso}, modalities {kwargs['likelihoods']}, "
             f"n_batch {kwargs['n_batch']}"
         )
-        n_decoys = self.n_decoys  # saved resolved, so that loading rebuilds as many decoys
+        # saved resolved (n_denovo too), so that loading rebuilds the same units
+        n_decoys = self.n_decoys
         self.init_params_ = self._get_init_params(locals())
 
     def _feature_moments(self, likelihoods: dict[str, str]) -> dict[str, tuple]:
