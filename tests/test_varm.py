@@ -70,7 +70,7 @@ def go_trained(go_names):
     glassvi.pp.add_programs(adata, sets, min_genes=1)
     adata.obs["cell_type"] = adata.obs["cell_type"].cat.rename_categories(CELL_TYPES)
     ProgramVI.setup_anndata(adata, layer="counts", batch_key="batch", labels_key="cell_type")
-    model = ProgramVI(adata, classifier=True)
+    model = ProgramVI(adata, classifier=True, n_denovo=0)  # only the named programs
     model.train(max_epochs=2, **TRAIN_KW)
     model.explain()
     model.explain(target="latent", groupby="cell_type", **IG)
@@ -203,7 +203,7 @@ def test_go_names_with_a_slash_round_trip_through_h5mu(go_names, tmp_path):
     glassvi.pp.add_programs(mdata["rna"], sets, min_genes=1)
     glassvi.pp.add_peak_programs(mdata, links="gene")
     ProgramVI.setup_mudata(mdata, batch_key="batch")
-    model = ProgramVI(mdata)
+    model = ProgramVI(mdata, n_denovo=0)  # only the named programs
     model.train(max_epochs=1, **TRAIN_KW)
     model.explain()
     model.explain(target="latent", **IG)

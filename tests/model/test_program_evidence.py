@@ -116,8 +116,9 @@ def test_one_gene_program_has_about_one_effective_gene(trained, monkeypatch):
 
 def test_decoys_are_hidden_from_outputs(trained):
     adata, model, *_ = trained
-    names = model.program_names
-    assert model.module.n_programs == len(names) + model.n_decoys
+    # the default hard mask adds two de novo units after the programs; decoys stay hidden
+    names = model.program_names + ["denovo_0", "denovo_1"]
+    assert model.module.n_programs == len(model.program_names) + model.n_decoys
     assert list(model.get_program_activity().columns) == names
     assert model.get_latent_representation().shape == (adata.n_obs, len(names))
     loc, var = model.get_latent_representation(return_dist=True)
@@ -128,6 +129,7 @@ def test_decoys_are_hidden_from_outputs(trained):
     assert np.asarray(out["obsm"]["X_programvi"]).shape == (adata.n_obs, len(names))
     assert list(out["uns"]["programvi"]["columns"]) == names
     assert out["varm"]["rna"]["programvi_weights"].shape == (adata.n_vars, len(names))
+    names = model.program_names
     evidence = out["uns"]["programvi"]["evidence"]
     assert isinstance(evidence, pd.DataFrame) and set(evidence.index) == set(names)
     assert not any(str(c).startswith("decoy") for c in out["uns"]["programvi"]["columns"])

@@ -182,7 +182,7 @@ def test_quality_on_planted_programs_with_noisy_mask():
     ProgramVI.setup_anndata(adata, layer="counts", batch_key="batch")
     hard = ProgramVI(adata)
     hard.train(max_epochs=40, batch_size=128, **TRAIN_KW)
-    activity = hard.get_program_activity()
+    activity = hard.get_program_activity()[hard.program_names]  # without the de novo units
     auroc = metrics.program_activity_auroc(activity.var().to_numpy(), active)["auroc"]
     corr = metrics.activity_correlation(activity.to_numpy(), adata.obsm["true_activity"])
     assert auroc >= 0.8
@@ -210,9 +210,9 @@ def test_group_lasso_zeroes_decoy_programs():
         mask, index=adata.var_names, columns=info["program_names"]
     )
     ProgramVI.setup_anndata(adata, layer="counts", batch_key="batch")
-    # without hidden decoys: this checks the group lasso alone, whose few fast epochs leave
-    # only the strongest programs and are sensitive to every extra unit
-    model = ProgramVI(adata, group_lasso=1.0, n_decoys=0)
+    # without hidden decoys or de novo units: this checks the group lasso alone, whose few
+    # fast epochs leave only the strongest programs and are sensitive to every extra unit
+    model = ProgramVI(adata, group_lasso=1.0, n_decoys=0, n_denovo=0)
     model.train(max_epochs=6, batch_size=128, plan_kwargs={"lr": 1e-2}, **TRAIN_KW)
     active = model.active_programs().to_numpy()
     decoys = ~info["active_programs"]
@@ -238,7 +238,7 @@ def test_atac_only_and_multiome_aligned_by_name():
 
     atac = mdata["atac"].copy()
     ProgramVI.setup_anndata(atac, modality="atac")
-    model = ProgramVI(atac)
+    model = ProgramVI(atac, n_denovo=0)
     assert model.module.likelihoods == {"atac": "bernoulli"}
     model.train(max_epochs=2, **TRAIN_KW)
     model.explain()
@@ -373,6 +373,32 @@ def test_constructor_arguments_are_checked(sim):
         ProgramVI(adata, mask_mode="medium")
     with pytest.raises(ValueError, match="group_lasso"):
         ProgramVI(adata, group_lasso=-1)
+    with pytest.raises(ValueError, match="n_denovo"):
+        ProgramVI(adata, n_denovo=-1)
+
+
+def test_default_de_novo_units_follow_the_mask(sim, tmp_path):
+    # a hard mask gets two de novo units (signal no program explains goes there, not into the
+    # program that lists the gene); a soft mask none; an explicit value wins and is saved
+    adata = sim.copy()
+    ProgramVI.setup_anndata(adata)
+    hard = ProgramVI(adata)
+    assert hard.module.n_denovo == 2 and hard.init_params_["non_kwargs"]["n_denovo"] == 2
+    assert ProgramVI(adata, mask_mode="soft").module.n_denovo == 0
+    assert ProgramVI(adata, mask_mode="soft", n_denovo=1).module.n_denovo == 1
+    hard.train(max_epochs=1, **TRAIN_KW)
+    # latent attributions cover the de novo units too (each may use every gene)
+    out = hard.explain(
+        target="latent",
+        method="integrated_gradients",
+        n_steps=4,
+        progress_bar=False,
+        inplace=False,
+    )
+    key = "programvi_integrated_gradients_latent"
+    assert np.asarray(out["varm"]["rna"][key]).shape == (adata.n_vars, len(hard.program_names) + 2)
+    hard.save(tmp_path / "m", overwrite=True)
+    assert ProgramVI.load(tmp_path / "m", adata=adata).module.n_denovo == 2
 
 
 def test_label_head_with_unlabeled_category():

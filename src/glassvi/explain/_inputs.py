@@ -239,6 +239,13 @@ def cell_masks(model: ExplainableModel, target_kind: str) -> list[torch.Tensor |
     n_hidden = getattr(model.module, "n_decoys", 0)  # ProgramVAE's hidden decoy programs
     if n_hidden:
         masks = [None if m is None else m[:, : m.shape[1] - n_hidden] for m in masks]
+    n_denovo = getattr(model.module, "n_denovo", 0)
+    if n_denovo:
+        # de novo units follow the programs and may use every feature
+        masks = [
+            None if m is None else torch.cat([m, m.new_ones(m.shape[0], n_denovo)], dim=1)
+            for m in masks
+        ]
     if all(m is None for m in masks):
         return None
     return masks
