@@ -216,8 +216,13 @@ def _block_forward(wt: torch.Tensor, bias, blocks, categories) -> torch.Tensor:
     return out
 
 
-def _weight_grad(grad: torch.Tensor, blocks, categories) -> torch.Tensor:
-    """Gradient of the feature-major weight, ``(n_input, n_hidden)``."""
+def _weight_entries(grad: torch.Tensor, blocks, categories):
+    """The weight rows each cell reaches: sparse entries and category codes, plus dense blocks.
+
+    Returns ``(cells, columns, values, dense, n_columns)``: per sparse block or categorical
+    covariate, the cells, weight rows (offset into the concatenated input) and values (None
+    for categories, whose value is one); ``dense`` holds ``(offset, block)`` pairs.
+    """
     n_rows = grad.shape[0]
     cells, columns, values, dense = [], [], [], []
     offset = 0
@@ -235,6 +240,12 @@ def _weight_grad(grad: torch.Tensor, blocks, categories) -> torch.Tensor:
         columns.append(codes + offset)
         values.append(None)
         offset += n_cat
+    return cells, columns, values, dense, offset
+
+
+def _weight_grad(grad: torch.Tensor, blocks, categories) -> torch.Tensor:
+    """Gradient of the feature-major weight, ``(n_input, n_hidden)``."""
+    cells, columns, values, dense, offset = _weight_entries(grad, blocks, categories)
     if cells:
         columns = torch.cat(columns)
         order = _argsort(columns)
@@ -265,25 +276,9 @@ def _weight_grad_rows(grad: torch.Tensor, blocks, categories):
     without an entry (and categories no cell has) are left out; columns of dense blocks are
     all listed.
     """
-    n_rows = grad.shape[0]
-    cells, columns, values, index, parts = [], [], [], [], []
-    offset = 0
-    for block in blocks:
-        if isinstance(block, SparseBlock):
-            cells.append(block.rows)
-            columns.append(block.cols + offset)
-            values.append(block.values)
-            offset += block.n_cols
-        else:
-            width = block.shape[-1]
-            index.append(torch.arange(offset, offset + width, device=grad.device))
-            parts.append(block.t() @ grad)
-            offset += width
-    for codes, n_cat in categories:
-        cells.append(torch.arange(n_rows, device=grad.device))
-        columns.append(codes + offset)
-        values.append(None)
-        offset += n_cat
+    cells, columns, values, dense, offset = _weight_entries(grad, blocks, categories)
+    index = [torch.arange(start, start + b.shape[-1], device=grad.device) for start, b in dense]
+    parts = [b.t() @ grad for _, b in dense]
     if cells:
         weights = None
         if any(v is not None for v in values):
