@@ -53,7 +53,14 @@ def _build_parser() -> argparse.ArgumentParser:
         help="gene programs of --model program: hallmark (default), reactome, go_bp or a GMT file",
     )
     run.add_argument(
-        "--n-denovo", type=int, default=0, help="de novo programs of --model program (default 0)"
+        "--n-denovo",
+        type=int,
+        default=None,
+        help=(
+            "de novo units of --model program: unnamed units that may use any gene and take the "
+            "signal no program explains; listed apart from the programs, with no evidence test "
+            "(default: ProgramVI's, 2 with its hard mask; 0 trains none)"
+        ),
     )
     run.add_argument(
         "--min-genes", type=int, default=5, help="smallest program kept, in genes (default 5)"
@@ -173,20 +180,24 @@ def _add_programs(data, args) -> str:
 
 def _program_summary(model, top: int, n_programs: int = 10) -> str:
     evidence = model.program_evidence()
+    denovo = [f"denovo_{i}" for i in range(model.module.n_denovo)]
     genes = {}
-    for name in evidence.index:
+    for name in [*evidence.index, *denovo]:
         weights = model.get_program_genes(name)
         genes[name] = list(weights[weights["weight"] > 0].head(top).index)
-    return format_program_evidence(evidence, genes, n_programs)
+    return format_program_evidence(evidence, genes, n_programs, denovo=denovo)
 
 
-def format_program_evidence(evidence, genes: dict, n_programs: int = 10) -> str:
+def format_program_evidence(
+    evidence, genes: dict, n_programs: int = 10, denovo: list[str] | None = None
+) -> str:
     """Text listing of programs by their evidence, marking the ones not to trust.
 
     The top list holds the programs the data support (``significant``) that three or more
     genes carry (``effective_genes >= 3``), strongest evidence first; below it, programs
     carried by one or two genes are marked ``[1-2 genes]`` and the strongest of the programs
-    the data do not support ``[unsupported]``.
+    the data do not support ``[unsupported]``. De novo units (``denovo``: no gene set, so no
+    evidence) never enter the list; they follow it, marked ``[de novo]``, with their genes.
     """
     few = evidence["effective_genes"].fillna(0) < FEW_GENES
     has_p = bool(evidence["pvalue"].notna().any())
@@ -234,6 +245,13 @@ def format_program_evidence(evidence, genes: dict, n_programs: int = 10) -> str:
             lines.append(line(name, "[unsupported] "))
         if len(unsupported) > 3:
             lines.append(f"  ... and {len(unsupported) - 3} more unsupported programs")
+    if denovo:
+        lines.append(
+            "De novo units (not gene programs: they may use any gene and take the signal no "
+            "program explains; no evidence test):"
+        )
+        for name in denovo:
+            lines.append(f"  [de novo] {name}: " + ", ".join(map(str, genes.get(name, []))))
     return "\n".join(lines)
 
 
@@ -278,7 +296,7 @@ def run(args: argparse.Namespace) -> int:
                 f"--attribution {args.attribution!r} is not one of "
                 f"{', '.join(ATTRIBUTION_METHODS)} or 'none'"
             )
-    if args.n_denovo < 0:
+    if args.n_denovo is not None and args.n_denovo < 0:
         raise CLIError(f"--n-denovo must be at least 0, got {args.n_denovo}")
     if args.model == "program" and args.programs not in BUNDLED_PROGRAMS:
         _gene_sets(args.programs)  # fail on a missing GMT before loading any data
@@ -376,7 +394,9 @@ def run(args: argparse.Namespace) -> int:
             }
             if args.model == "program":
                 parameters.update(
-                    programs=args.programs, n_denovo=args.n_denovo, min_genes=args.min_genes
+                    programs=args.programs,
+                    n_denovo=int(model.module.n_denovo),  # resolved from ProgramVI's default
+                    min_genes=args.min_genes,
                 )
             else:
                 parameters["n_latent"] = args.n_latent

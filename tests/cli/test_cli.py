@@ -17,10 +17,13 @@ def test_run_default_is_programvi_with_hallmark(tmp_path, capsys):
     assert res.shape == (1000, 6397)
     names = list(glassvi.tl.varm_df(res, "programs").columns)
     assert len(names) > 40 and all(n.startswith("HALLMARK_") for n in names)
-    assert list(res.uns["programvi"]["columns"]) == names
+    # ProgramVI's default: a hard mask with two de novo units after the programs
+    denovo = ["denovo_0", "denovo_1"]
+    assert list(res.uns["programvi"]["columns"]) == names + denovo
+    assert res.uns["programvi"]["params"]["n_denovo"] == 2
     weights = glassvi.tl.varm_df(res, "programvi_weights")
-    assert weights.shape == (6397, len(names))
-    assert (weights.to_numpy()[~res.varm["programs"]] == 0).all()
+    assert weights.shape == (6397, len(names) + 2)
+    assert (weights[names].to_numpy()[~res.varm["programs"]] == 0).all()
     assert res.uns["programvi"]["model"] == "ProgramVI"
     text = capsys.readouterr().out
     assert "Programs the data support" in text
@@ -31,6 +34,19 @@ def test_run_default_is_programvi_with_hallmark(tmp_path, capsys):
     assert {"pvalue", "fdr", "significant", "effective_genes", "n_genes"} <= set(evidence.columns)
     best = evidence.index[0]
     assert best in text
+    # the top list holds supported programs that three or more genes carry, no de novo unit
+    lines = text[text.index("Programs the data support") :].splitlines()
+    top = []
+    for line in lines[1:]:
+        if not line.startswith("  "):
+            break
+        top.append(line.strip().split(" (")[0])
+    top = [name for name in top if name != "(none)"]
+    assert set(top) <= set(names)
+    assert all(evidence.loc[top, "effective_genes"] >= 3)
+    assert all(evidence.loc[top, "significant"])
+    marked = [line for line in lines if line.strip().startswith("[de novo]")]
+    assert [line.split(":")[0].strip() for line in marked] == [f"[de novo] {d}" for d in denovo]
 
 
 def test_run_program_with_gmt_and_denovo(tmp_path):
@@ -48,15 +64,16 @@ def test_run_program_with_gmt_and_denovo(tmp_path):
     path = tmp_path / "in.h5ad"
     adata.write_h5ad(path)
     out = tmp_path / "o"
-    argv = ["run", str(path), "--layer", "counts", "--programs", str(gmt), "--n-denovo", "2"]
+    # an explicit --n-denovo replaces ProgramVI's default (2 with the hard mask)
+    argv = ["run", str(path), "--layer", "counts", "--programs", str(gmt), "--n-denovo", "1"]
     with warnings.catch_warnings():
         warnings.filterwarnings("error", message="Forward slashes")
         assert main(argv + ["--epochs", "1", "--out", str(out), "--quiet"]) == 0
     res = ad.read_h5ad(out / "results.h5ad")
-    assert list(res.uns["programvi"]["columns"]) == names + ["denovo_0", "denovo_1"]
+    assert list(res.uns["programvi"]["columns"]) == names + ["denovo_0"]
     assert list(glassvi.tl.varm_df(res, "programs").columns) == names
     weights = glassvi.tl.varm_df(res, "programvi_weights")
-    assert list(weights.columns) == names + ["denovo_0", "denovo_1"]
+    assert list(weights.columns) == names + ["denovo_0"]
     assert (weights[names].to_numpy()[~res.varm["programs"]] == 0).all()
 
 
@@ -199,3 +216,28 @@ def test_program_summary_marks_unsupported_and_one_gene_programs():
     assert "no p-values" in head and "STRONG" in head and "GOOD" in head
     assert "ONE_GENE" not in head and "[1-2 genes] ONE_GENE" in marked
     assert "[1-2 genes] NOISE" in marked
+
+
+def test_program_summary_lists_de_novo_units_apart():
+    from glassvi.cli import format_program_evidence
+
+    frame = _evidence_frame()
+    genes = {name: [f"{name}_g{i}" for i in range(3)] for name in frame.index}
+    genes.update(denovo_0=["LYZ", "S100A8"], denovo_1=["MS4A1"])
+    text = format_program_evidence(frame, genes, denovo=["denovo_0", "denovo_1"])
+    head, rest = text.split("Marked:")
+    assert "denovo" not in head
+    marked, denovo = rest.split("De novo units")
+    assert "denovo" not in marked
+    assert "[de novo] denovo_0: LYZ, S100A8" in denovo and "[de novo] denovo_1: MS4A1" in denovo
+    assert "De novo units" not in format_program_evidence(frame, genes, denovo=[])
+
+
+def test_n_denovo_follows_the_model_default():
+    from glassvi.cli import _build_parser
+
+    parser = _build_parser()
+    assert parser.parse_args(["run"]).n_denovo is None
+    assert parser.parse_args(["run", "--n-denovo", "0"]).n_denovo == 0
+    run = parser._subparsers._group_actions[0].choices["run"]
+    assert "2 with its hard mask" in " ".join(run.format_help().split())

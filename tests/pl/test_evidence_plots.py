@@ -75,3 +75,4 @@ def test_report_lists_programs_by_evidence(tmp_path):
     notes = {row[0]: row[4] for row in rows}
     assert notes["GOOD"] == "" and notes["ONE_GENE"] == "1-2 genes (g2)"
     assert notes["WEAK"] == "not supported"
+    assert notes["denovo_0"] == "de novo unit (no gene set, not tested)"

@@ -273,7 +273,8 @@ def _evidence_cells(evidence: pd.DataFrame | None, program: str) -> list[Any]:
     if evidence is None:
         return []
     if program not in evidence.index:
-        return ["", "", ""]
+        # the evidence covers the annotated programs; the other units are the de novo ones
+        return ["", "", "de novo unit (no gene set, not tested)"]
     row = evidence.loc[program]
     note = ""
     if pd.notna(row["fdr"]) and not bool(row["significant"]):
