@@ -295,8 +295,9 @@ def programs_real_section(res: dict) -> list[str]:
         f"in seeds {res['seeds']}; its row gives the mean over seeds, the worst seed's mean and "
         "the lowest single AUROC of any seed. Flipped: marker programs with AUROC < 0.5 in any "
         "seed. Stability: median correlation of the marker programs' activities across seeds "
-        "(`glassvi.metrics.program_stability`), and the mean over all programs of the fraction "
-        "of seed pairs whose activities correlate positively (1: no program ever flips). "
+        "(`glassvi.metrics.program_stability`), and the mean over the annotated programs (de "
+        "novo units, which are not the same unit across seeds, left out) of the fraction of "
+        "seed pairs whose activities correlate positively (1: no program ever flips). "
         "Sizes (first column): immune1k with its 2,000 most variable genes, the cortex RNA "
         "as a stratified subsample of the SNARE-seq cells, so that every model trains with "
         "default epochs on the shared machine.",

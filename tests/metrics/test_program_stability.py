@@ -76,3 +76,33 @@ def test_errors():
         program_stability([runs[0], runs[1].set_axis(list("abcd"), axis=1)])
     with pytest.raises(ValueError, match="method"):
         program_stability(runs, method="kendall")
+
+
+def test_de_novo_units_left_out_unless_asked(caplog):
+    """De novo units are not the same unit across seeds: they would dilute sign agreement."""
+    _, runs = _runs(noise=0.0)
+    rng = np.random.default_rng(1)
+    # two seeds' de novo units: unrelated signals under the same names
+    for run in runs:
+        run["denovo_0"] = rng.normal(size=len(run))
+        run["denovo_1"] = rng.normal(size=len(run))
+    # the second seed's denovo_1 is the first seed's, flipped (the units swap and flip freely)
+    runs[1]["denovo_1"] = -runs[0]["denovo_1"]
+    with caplog.at_level("INFO", logger="glassvi.metrics._program_stability"):
+        out = program_stability(runs)
+    assert list(out.index) == ["P0", "P1", "P2", "P3"]
+    np.testing.assert_array_equal(out["sign_agreement"], 1.0)
+    assert "left out 2 de novo units (denovo_0, denovo_1)" in caplog.text
+    every = program_stability(runs, include_denovo=True)
+    assert list(every.index) == ["P0", "P1", "P2", "P3", "denovo_0", "denovo_1"]
+    assert every["sign_agreement"].mean() < 1.0
+    assert every.loc["denovo_1", "min_correlation"] == pytest.approx(-1.0)
+    # a program that only looks like a de novo name is kept
+    named = [r.rename(columns={"P0": "denovo_x"}) for r in runs]
+    assert "denovo_x" in program_stability(named).index
+    with pytest.raises(ValueError, match="only de novo units"):
+        program_stability([r[["denovo_0", "denovo_1"]] for r in runs])
+    np.testing.assert_allclose(
+        program_stability([r[["denovo_1"]] for r in runs], include_denovo=True)["sign_agreement"],
+        1 / 3,
+    )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import re
 from collections.abc import Sequence
 from itertools import combinations
 from typing import Any, Literal
@@ -12,10 +14,17 @@ from scipy.stats import rankdata
 
 from ._utils import pearson_columns, to_array
 
+logger = logging.getLogger(__name__)
+
+#: names ProgramVI gives its de novo units (``denovo_0``, ``denovo_1``, ...)
+DENOVO_NAME = re.compile(r"denovo_\d+")
+
 
 def program_stability(
     activities: Sequence[Any],
     method: Literal["pearson", "spearman"] = "pearson",
+    *,
+    include_denovo: bool = False,
 ) -> pd.DataFrame:
     """Agreement of each program's activity across runs (e.g. training seeds).
 
@@ -26,6 +35,12 @@ def program_stability(
     has a high correlation in every pair; a program whose sign flips between runs has a
     negative one.
 
+    De novo units (columns named ``denovo_0``, ``denovo_1``, ... as in
+    :meth:`~glassvi.model.ProgramVI.get_program_activity`) have no gene set that ties them
+    to one meaning: ``denovo_0`` of one seed need not be ``denovo_0`` of another. They are
+    left out by default (with a log message), so that the agreement is over annotated
+    programs only.
+
     Parameters
     ----------
     activities
@@ -33,6 +48,9 @@ def program_stability(
         ``model.get_program_activity()`` of models trained with different seeds.
     method
         ``"pearson"`` or ``"spearman"`` (Pearson correlation of ranks).
+    include_denovo
+        Compare the de novo units by name as well (only DataFrames have names; arrays are
+        compared column by column in any case).
 
     Returns
     -------
@@ -52,6 +70,11 @@ def program_stability(
     >>> b = a.assign(P2=-a["P2"])  # P2 flipped sign in the second run
     >>> program_stability([a, b])["sign_agreement"].tolist()
     [1.0, 0.0]
+    >>> c, d = a.assign(denovo_0=a["P1"]), b.assign(denovo_0=-a["P1"])
+    >>> program_stability([c, d]).index.tolist()  # de novo units left out
+    ['P1', 'P2']
+    >>> program_stability([c, d], include_denovo=True).index.tolist()
+    ['P1', 'P2', 'denovo_0']
     """
     if method not in ("pearson", "spearman"):
         raise ValueError(f"method must be 'pearson' or 'spearman', got {method!r}")
@@ -64,6 +87,20 @@ def program_stability(
             names = names.intersection(pd.Index(r.columns), sort=False)
         if len(names) == 0:
             raise ValueError("the runs share no program name")
+        if not include_denovo:
+            denovo = [n for n in names if DENOVO_NAME.fullmatch(str(n))]
+            if denovo:
+                names = names.drop(denovo)
+                logger.info(
+                    "program_stability: left out %d de novo units (%s), which are not the "
+                    "same unit across runs; include_denovo=True compares them",
+                    len(denovo),
+                    ", ".join(map(str, denovo)),
+                )
+            if len(names) == 0:
+                raise ValueError(
+                    "the runs share only de novo units; pass include_denovo=True to compare them"
+                )
         index = runs[0].index
         for i, r in enumerate(runs[1:], start=1):
             if not r.index.sort_values().equals(index.sort_values()):
