@@ -294,12 +294,13 @@ def _weight_grad_rows(grad: torch.Tensor, blocks, categories):
         return torch.zeros(0, dtype=torch.int64, device=grad.device), grad.new_zeros(
             0, grad.shape[1]
         )
+    if len(parts) == 1:
+        # (torch.cat copies even a single tensor: the rows are most of the gradient's bytes)
+        return index[0], parts[0]
+    # dense blocks and sparse/category rows interleave in column order
     index, rows = torch.cat(index), torch.cat(parts)
-    if len(parts) > 1:
-        # dense blocks and sparse/category rows interleave in column order
-        order = _argsort(index)
-        index, rows = index[order], rows[order]
-    return index, rows
+    order = _argsort(index)
+    return index[order], rows[order]
 
 
 def _entry_rows_sum(cells, columns, weights, grad: torch.Tensor, n_columns: int):
