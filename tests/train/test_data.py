@@ -11,6 +11,7 @@ import pytest
 import scipy.sparse as sp
 import scvi
 import torch
+from lightning.pytorch import Callback
 from scvi.dataloaders import AnnDataLoader, DataSplitter
 
 import glassvi
@@ -328,3 +329,99 @@ def test_duplicate_entries_are_summed_and_listed_once(load_sparse_tensor):
     positions = batch[nonzero_key("X")].numpy()
     assert len(np.unique(positions)) == len(positions)
     np.testing.assert_array_equal(np.sort(positions), np.flatnonzero(dense.reshape(-1)))
+
+
+def _multiome(n_cells=150, seed=3):
+    return glassvi.data.simulate(
+        n_cells=n_cells, n_genes=40, n_peaks=120, modality="multiome", n_programs=4, seed=seed
+    )
+
+
+@pytest.mark.parametrize("load_sparse_tensor", [False, True])
+def test_sparse_training_keys_stay_sparse_with_their_positions(load_sparse_tensor):
+    mdata = _multiome()
+    LinearVI.setup_mudata(mdata, batch_key="batch")
+    model = LinearVI(mdata, n_latent=3, n_hidden=16)
+    assert model.module.sparse_input_keys() == ["atac"]
+    splitter = GlassDataSplitter(
+        model.adata_manager,
+        batch_size=32,
+        train_size=0.8,
+        load_sparse_tensor=load_sparse_tensor,
+        sparse_training_keys=["atac"],
+        shuffle_training=False,
+    )
+    splitter.setup()
+    loader = splitter.train_dataloader()
+    rows = next(iter(loader.sampler))
+    batch = splitter.on_after_batch_transfer(next(iter(loader)), 0)
+    assert list(batch)[0] == "X"
+    atac = batch["atac"]
+    assert atac.layout == torch.sparse_csr and batch["X"].layout == torch.strided
+    expected = _dense(mdata["atac"].X[rows]).astype(np.float32)
+    np.testing.assert_array_equal(atac.to_dense().numpy(), expected)
+    # the positions list the stored entries in storage order
+    positions = batch[nonzero_key("atac")].numpy()
+    np.testing.assert_array_equal(positions, np.flatnonzero(expected.reshape(-1)))
+    np.testing.assert_array_equal(atac.values().numpy(), expected.reshape(-1)[positions])
+    # validation minibatches stay dense
+    val = splitter.on_after_batch_transfer(next(iter(splitter.val_dataloader())), 0)
+    assert val["atac"].layout == torch.strided
+
+
+def test_sparse_keys_give_positions_at_any_density(rna):
+    adata = rna.copy()
+    LinearVI.setup_anndata(adata, layer="counts")
+    ds = MinibatchDataset(LinearVI(adata).adata_manager, sparse_keys=["X"])
+    rows = np.array([4, 0, 77])
+    dense = adata.layers["counts"][rows].toarray()
+    assert (dense > 0).mean() > 0.25  # denser than the threshold of the dense path
+    batch = ds[rows]
+    np.testing.assert_array_equal(batch["X"].to_dense().numpy(), dense)
+    np.testing.assert_array_equal(
+        batch[nonzero_key("X")].numpy(), np.flatnonzero(dense.reshape(-1))
+    )
+    assert ds.with_sparse_keys([])[rows]["X"].layout == torch.strided
+    assert ds.with_sparse_keys([]).sources is ds.sources
+
+
+class _Layouts(Callback):
+    def __init__(self):
+        self.layouts = set()
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.layouts.add(batch["atac"].layout)
+
+
+@pytest.mark.parametrize("zero_sample_fraction", [0.1, 1.0])
+def test_linearvi_trains_identically_on_sparse_minibatches(zero_sample_fraction):
+    mdata = _multiome(n_cells=200, seed=5)
+    LinearVI.setup_mudata(mdata, batch_key="batch")
+    states, layouts = [], []
+    for keys in (None, []):  # default: the model's sparse keys; []: dense minibatches
+        scvi.settings.seed = 0
+        model = LinearVI(mdata, n_latent=3, n_hidden=16, zero_sample_fraction=zero_sample_fraction)
+        seen = _Layouts()
+        kwargs = {} if keys is None else {"datasplitter_kwargs": {"sparse_training_keys": keys}}
+        model.train(
+            max_epochs=2,
+            batch_size=64,
+            train_size=0.8,
+            check_val_every_n_epoch=1,
+            callbacks=[seen],
+            **kwargs,
+            **TRAIN_KW,
+        )
+        states.append({k: v.clone() for k, v in model.module.state_dict().items()})
+        layouts.append(seen.layouts)
+        losses = model.history["validation_loss"].to_numpy(dtype=float)
+        assert np.all(np.isfinite(losses))
+    assert layouts == [{torch.sparse_csr}, {torch.strided}]
+    for key, value in states[0].items():
+        torch.testing.assert_close(value, states[1][key], rtol=0, atol=0, msg=key)
+
+
+def test_programvi_keeps_dense_training_minibatches():
+    # its activity anchor reads the dense counts
+    assert glassvi.module.ProgramVAE._sparse_training_inputs is False
+    assert glassvi.module.GlassVAE._sparse_training_inputs is True

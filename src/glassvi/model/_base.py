@@ -153,12 +153,21 @@ class GlassModelBase(
         ``batch_size`` must be at least 1 (scvi-tools would silently replace 0 by its
         default), and at least 3 cells must remain for training.
 
+        Training minibatches of accessibility (Bernoulli) modalities stay sparse when the
+        module reads them at their stored entries only (see
+        :meth:`~glassvi.module.GlassVAE.sparse_input_keys`).
+
         Examples
         --------
         >>> model.train(max_epochs=100, batch_size=128)
         """
         if "batch_size" in kwargs:
             check_batch_size(kwargs["batch_size"])
+        sparse_keys = self.module.sparse_input_keys()
+        if sparse_keys:
+            splitter_kwargs = dict(kwargs.get("datasplitter_kwargs") or {})
+            splitter_kwargs.setdefault("sparse_training_keys", sparse_keys)
+            kwargs["datasplitter_kwargs"] = splitter_kwargs
         # scvi-tools leaves the module in eval mode after training or inference; Lightning keeps
         # modules in the mode it finds them in, which would train without dropout
         self.module.train()

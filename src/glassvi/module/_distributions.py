@@ -59,6 +59,29 @@ def nonzero_key(key: str) -> str:
     return f"{key}__nonzero"
 
 
+def values_at(x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """Entries of a minibatch ``x`` at flat (row-major) ``positions``.
+
+    ``x`` is dense, or a sparse CSR tensor whose stored entries ``positions`` lists in storage
+    order (as data loaders pass fields that they never densify): its stored values are then
+    returned as they are.
+    """
+    if x.layout == torch.sparse_csr:
+        values = x.values()
+        if values.numel() != positions.numel():
+            raise ValueError(
+                f"{positions.numel()} positions given for a sparse minibatch of "
+                f"{values.numel()} stored entries; they must list its entries in order."
+            )
+        return values
+    return x.reshape(-1).take(positions)
+
+
+def as_dense(x: torch.Tensor) -> torch.Tensor:
+    """``x`` as a dense tensor (a sparse minibatch is densified)."""
+    return x if x.layout == torch.strided else x.to_dense()
+
+
 def _tables(theta: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Tables of the count-dependent terms, for ``k = 0 .. size - 1`` along the last axis.
 
@@ -429,6 +452,8 @@ class FeatureBernoulli(Bernoulli):
         logits = self.logits
         n_feat = value.shape[-1]
         columns = self.columns
+        if nonzero is None or logits.dim() != 2:
+            value = as_dense(value)
         if logits.dim() != 2 or value.dim() != 2 or value.requires_grad:
             x = value if columns is None else value[..., columns]
             ll = super().log_prob((x > 0).to(logits.dtype))
@@ -437,7 +462,7 @@ class FeatureBernoulli(Bernoulli):
             nonzero = (value > 0).reshape(-1).nonzero().squeeze(1)
             weight = torch.ones(nonzero.numel(), dtype=logits.dtype, device=logits.device)
         else:
-            weight = (value.reshape(-1).take(nonzero) > 0).to(logits.dtype)
+            weight = (values_at(value, nonzero) > 0).to(logits.dtype)
         if columns is not None:
             # positions in the columns held; stored zeros outside them are dropped
             position = torch.full((n_feat,), -1, dtype=torch.int64, device=logits.device)

@@ -480,6 +480,8 @@ class ProgramVAE(GlassVAE):
     """
 
     _decoder_cls = ProgramDecoder
+    #: the activity anchor reads dense minibatches
+    _sparse_training_inputs = False
 
     def __init__(
         self,

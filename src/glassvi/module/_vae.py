@@ -20,8 +20,10 @@ from ._distributions import (
     FeatureNegativeBinomial,
     FeaturePoisson,
     SampledBernoulli,
+    as_dense,
     draw_features,
     nonzero_key,
+    values_at,
 )
 from ._sparse_input import SparseBlock, SparseInputEncoder
 from ._surgery import train_new_categories_
@@ -327,6 +329,32 @@ class GlassVAE(BaseModuleClass):
             "cont_covs": tensors.get(REGISTRY_KEYS.CONT_COVS_KEY),
         }
 
+    #: whether a training step reads Bernoulli modalities at their stored entries only
+    _sparse_training_inputs = True
+
+    def sparse_input_keys(self) -> list[str]:
+        """Registry keys of the counts that a training step reads at their stored entries only.
+
+        These are the Bernoulli (accessibility) modalities: in training, the encoder, the
+        library size and the sampled likelihood read them at the positions of their entries
+        (plus their shape), so a data loader may pass their training minibatches as sparse CSR
+        tensors with those positions (:class:`~glassvi.train.GlassDataSplitter`'s
+        ``sparse_training_keys``) instead of dense minibatches, which cost a zero-filled
+        cells x peaks array each. Every other path (validation, accessors, attributions)
+        reads dense minibatches; a sparse one is densified where it is read densely.
+
+        Examples
+        --------
+        >>> GlassVAE({"rna": 20, "atac": 50}, {"rna": "rna", "atac": "atac"},
+        ...          {"rna": "nb", "atac": "bernoulli"}).sparse_input_keys()
+        ['atac']
+        """
+        if not self._sparse_training_inputs:
+            return []
+        return [
+            key for mod, key in self.registry_keys.items() if self.likelihoods[mod] == "bernoulli"
+        ]
+
     def _get_inference_input(self, tensors: dict) -> dict:
         inputs = {
             "x": {mod: tensors[key] for mod, key in self.registry_keys.items()},
@@ -357,7 +385,7 @@ class GlassVAE(BaseModuleClass):
             # the ones, evaluated exactly by the sampled likelihood (stored zeros dropped)
             ones = {}
             for mod, positions in self._bernoulli_positions(tensors).items():
-                is_one = tensors[self.registry_keys[mod]].reshape(-1).take(positions) > 0
+                is_one = values_at(tensors[self.registry_keys[mod]], positions) > 0
                 ones[mod] = positions if bool(is_one.all()) else positions[is_one]
             inputs["nonzero"] = ones
         return inputs
@@ -481,7 +509,9 @@ class GlassVAE(BaseModuleClass):
         modalities at their non-zero entries only; the result is the same.
         """
         nonzero = {m: p for m, p in (nonzero or {}).items() if m in self.modalities}
-        values = {m: x[m].reshape(-1).take(p) for m, p in nonzero.items()}
+        # sparse minibatches are read at the positions of their entries only
+        x = {m: v if m in nonzero else as_dense(v) for m, v in x.items()}
+        values = {m: values_at(x[m], p) for m, p in nonzero.items()}
         if nonzero:
             encoder_input = self.encoder_blocks(x, nonzero, cont_covs, values)
         else:
@@ -607,6 +637,7 @@ class GlassVAE(BaseModuleClass):
             if isinstance(px, FeatureBernoulli):
                 out[mod] = -px.cell_log_prob(x, nonzero=nonzero)
                 continue
+            x = as_dense(x)
             if isinstance(px, FeatureNegativeBinomial | FeaturePoisson):
                 log_prob = px.log_prob(x, nonzero=nonzero)
             else:

@@ -8,6 +8,7 @@ whole minibatch, so there is no per-cell collation.
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import warnings
@@ -86,7 +87,7 @@ class _Source:
 
     backed = False
 
-    def take(self, rows: np.ndarray) -> torch.Tensor:  # pragma: no cover - interface
+    def take(self, rows: np.ndarray, keep_sparse: bool = False):  # pragma: no cover
         raise NotImplementedError
 
 
@@ -104,8 +105,8 @@ class _SparseSource(_Source):
         self.matrix = matrix
         self.as_sparse_tensor = as_sparse_tensor
 
-    def take(self, rows: np.ndarray):
-        return _sparse_minibatch(self.matrix[rows], self.as_sparse_tensor)
+    def take(self, rows: np.ndarray, keep_sparse: bool = False):
+        return _sparse_minibatch(self.matrix[rows], self.as_sparse_tensor, keep_sparse)
 
 
 class _DenseSource(_Source):
@@ -123,7 +124,7 @@ class _DenseSource(_Source):
         if array.shape[1] <= 64 or array.dtype == dtype:
             self.tensor = torch.from_numpy(np.ascontiguousarray(array, dtype=dtype))
 
-    def take(self, rows: np.ndarray) -> torch.Tensor:
+    def take(self, rows: np.ndarray, keep_sparse: bool = False) -> torch.Tensor:
         if self.tensor is not None:
             return self.tensor[torch.from_numpy(rows)]
         return torch.from_numpy(self.array[rows].astype(self.dtype, copy=False))
@@ -165,10 +166,11 @@ class _BackedSource(_Source):
         block = sp.vstack(parts, format="csr") if len(parts) > 1 else parts[0]
         return block.astype(self.dtype, copy=False)
 
-    def take(self, rows: np.ndarray) -> torch.Tensor:
+    def take(self, rows: np.ndarray, keep_sparse: bool = False):
         # rows are sorted: HDF5 reads contiguous ranges far faster than scattered rows
         if self.sparse:
-            return _sparse_minibatch(self._sparse_block(rows), self.as_sparse_tensor)
+            block = self._sparse_block(rows)
+            return _sparse_minibatch(block, self.as_sparse_tensor, keep_sparse)
         parts = [
             np.asarray(self.dataset[start:stop])[rows[(rows >= start) & (rows < stop)] - start]
             for start, stop in _runs(rows, self.max_gap)
@@ -176,16 +178,22 @@ class _BackedSource(_Source):
         return torch.from_numpy(np.concatenate(parts).astype(self.dtype, copy=False))
 
 
-def _sparse_minibatch(block: sp.csr_matrix, as_sparse_tensor: bool):
+def _sparse_minibatch(block: sp.csr_matrix, as_sparse_tensor: bool, keep_sparse: bool = False):
     """A sparse minibatch as a CSR tensor, or dense with the positions of its non-zeros.
 
     Duplicate entries are summed first, so that every position is listed once. The positions
     are only worth their cost for sparse minibatches: above ``_POSITIONS_MAX_DENSITY`` the dense
-    minibatch is returned alone.
+    minibatch is returned alone. With ``keep_sparse``, the CSR tensor and the positions of its
+    stored entries (in storage order) are returned, whatever the density.
     """
     if not block.has_canonical_format:
         block = block.copy()
         block.sum_duplicates()
+    if keep_sparse:
+        crow = torch.from_numpy(block.indptr.astype(np.int64))
+        col = torch.from_numpy(block.indices.astype(np.int64))
+        rows = torch.repeat_interleave(torch.arange(block.shape[0]), crow[1:] - crow[:-1])
+        return _to_sparse_tensor(block, crow, col), rows * block.shape[1] + col
     if as_sparse_tensor:
         return _to_sparse_tensor(block)
     dense = torch.from_numpy(block.toarray())
@@ -209,14 +217,14 @@ def _nonzero_positions(crow: torch.Tensor, col: torch.Tensor, n_cols: int):
     return rows * n_cols + col.to(torch.int64)
 
 
-def _to_sparse_tensor(block: sp.csr_matrix) -> torch.Tensor:
+def _to_sparse_tensor(block: sp.csr_matrix, crow=None, col=None) -> torch.Tensor:
+    if crow is None:
+        crow = torch.from_numpy(block.indptr.astype(np.int64))
+        col = torch.from_numpy(block.indices.astype(np.int64))
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
         return torch.sparse_csr_tensor(
-            torch.from_numpy(block.indptr.astype(np.int64)),
-            torch.from_numpy(block.indices.astype(np.int64)),
-            torch.from_numpy(block.data),
-            size=block.shape,
+            crow, col, torch.from_numpy(block.data), size=block.shape, check_invariants=False
         )
 
 
@@ -261,6 +269,13 @@ class MinibatchDataset(Dataset):
         :class:`GlassDataSplitter`).
     max_gap
         For backed data, rows at most this far apart are read in one contiguous range.
+    sparse_keys
+        Sparse count fields whose minibatches are never densified: ``batch[key]`` is a sparse
+        CSR tensor and ``batch[nonzero_key(key)]`` lists the flat positions of its stored
+        entries in storage order (so ``batch[key].values()`` are the counts there), at any
+        density. For consumers that read these fields at their stored entries only, such as
+        a module's training step on binary accessibility (see
+        ``GlassVAE.sparse_input_keys``). Fields stored densely are returned dense.
 
     Examples
     --------
@@ -276,6 +291,7 @@ class MinibatchDataset(Dataset):
         keys: Sequence[str] | Mapping[str, Any] | None = None,
         load_sparse_tensor: bool = False,
         max_gap: int = _MAX_GAP,
+        sparse_keys: Sequence[str] = (),
     ):
         if adata_manager.adata is None:
             raise ValueError("The AnnDataManager has no registered data; run setup first.")
@@ -285,6 +301,7 @@ class MinibatchDataset(Dataset):
         if missing:
             raise KeyError(f"{missing} not in the data registry (registered: {registered}).")
         self.n_obs = int(adata_manager.adata.n_obs)
+        self.sparse_keys = frozenset(sparse_keys)
         self.sources: dict[str, _Source] = {}
         for key in keys:
             data = adata_manager.get_from_registry(key)
@@ -310,13 +327,19 @@ class MinibatchDataset(Dataset):
     def __len__(self) -> int:
         return self.n_obs
 
+    def with_sparse_keys(self, sparse_keys: Sequence[str]) -> MinibatchDataset:
+        """The same data (sources shared, nothing copied) with other ``sparse_keys``."""
+        view = copy.copy(self)
+        view.sparse_keys = frozenset(sparse_keys)
+        return view
+
     def __getitem__(self, rows) -> dict[str, torch.Tensor]:
         rows = np.asarray(rows, dtype=np.int64).reshape(-1)
         if self.backed:
             rows = np.sort(rows)
         batch, positions = {}, {}
         for key, src in self.sources.items():
-            value = src.take(rows)
+            value = src.take(rows, key in self.sparse_keys)
             if isinstance(value, tuple):
                 # sparse counts: the dense minibatch and the positions of its non-zero entries
                 value, positions[nonzero_key(key)] = value
@@ -484,7 +507,11 @@ class GlassDataSplitter(DataSplitter):
         ``distributed_sampler`` (set by ``model.train`` for DDP strategies; sharding also
         follows an initialised process group), ``data_and_attributes`` (registry keys to load),
         ``block_size`` (cells per shuffled block; default 1 in memory, 16 for backed data),
-        ``shuffle_training`` (default ``True``), and further arguments of
+        ``shuffle_training`` (default ``True``), ``sparse_training_keys`` (sparse count fields
+        that training minibatches pass as sparse tensors with the positions of their entries,
+        never densified, see ``MinibatchDataset(sparse_keys=...)``; glassvi models set it to
+        the fields their training step reads at the stored entries only; validation and test
+        minibatches stay dense), and further arguments of
         :class:`torch.utils.data.DataLoader` such as ``num_workers``.
 
     Examples
@@ -525,6 +552,7 @@ class GlassDataSplitter(DataSplitter):
         self.data_and_attributes = kwargs.pop("data_and_attributes", None)
         self.block_size = kwargs.pop("block_size", None)
         self.shuffle_training = bool(kwargs.pop("shuffle_training", True))
+        self.sparse_training_keys = tuple(kwargs.pop("sparse_training_keys", None) or ())
         kwargs.pop("iter_ndarray", None)
         kwargs.pop("drop_dataset_tail", None)
         super().__init__(
@@ -562,11 +590,15 @@ class GlassDataSplitter(DataSplitter):
             )
         return 1, 0
 
-    def _loader(self, indices: np.ndarray, shuffle: bool, drop_last: bool) -> DataLoader | None:
+    def _loader(
+        self, indices: np.ndarray, shuffle: bool, drop_last: bool, sparse_keys=()
+    ) -> DataLoader | None:
         indices = np.asarray(indices, dtype=np.int64)
         if len(indices) == 0:
             return None
         dataset = self.dataset
+        if sparse_keys:
+            dataset = dataset.with_sparse_keys(sparse_keys)
         block_size = self.block_size
         if block_size is None:
             block_size = 16 if dataset.backed else 1
@@ -608,7 +640,9 @@ class GlassDataSplitter(DataSplitter):
                 "none for training (a last minibatch of fewer than 3 cells is moved to "
                 "validation). Training needs at least 3 cells."
             )
-        return self._loader(self.train_idx, self.shuffle_training, self.drop_last)
+        return self._loader(
+            self.train_idx, self.shuffle_training, self.drop_last, self.sparse_training_keys
+        )
 
     def val_dataloader(self) -> DataLoader | None:
         """Loader of the validation cells, in order; ``None`` without validation cells."""
@@ -619,12 +653,17 @@ class GlassDataSplitter(DataSplitter):
         return self._loader(self.test_idx, False, False)
 
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
-        """Densify sparse minibatches on the device, keeping their non-zero positions."""
+        """Densify sparse minibatches on the device, keeping their non-zero positions.
+
+        Fields passed with their positions already (``sparse_training_keys``) stay sparse.
+        """
         if not self.load_sparse_tensor:
             return batch
         out, positions = {}, {}
         for key, value in batch.items():
-            if isinstance(value, torch.Tensor) and value.layout == torch.sparse_csr:
+            if nonzero_key(key) in batch:
+                out[key] = value
+            elif isinstance(value, torch.Tensor) and value.layout == torch.sparse_csr:
                 found = _nonzero_positions(
                     value.crow_indices(), value.col_indices(), value.shape[1]
                 )
