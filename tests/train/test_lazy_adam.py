@@ -161,6 +161,14 @@ def test_row_gradient_is_not_used_with_gradient_hooks_or_without_gradients():
     weight.grad = None
     enc([block], torch.tensor([[0], [1]]))[0].loc.sum().backward()
     assert weight.grad is not None and alias.grad is None
+    # factored: the backward pass leaves its factors for the optimiser, and no gradient
+    weight.grad = None
+    enc.set_row_gradient_weight(alias, factored=True)
+    enc([block], torch.tensor([[0], [1]]))[0].loc.sum().backward()
+    assert alias.grad is None and weight.grad is None
+    assert len(alias.row_gradient_factors) == 1
+    enc.set_row_gradient_weight(None)
+    assert not hasattr(alias, "row_gradient_factors")
 
 
 class _LazyAdamReference(torch.optim.Optimizer):
@@ -214,8 +222,17 @@ def _mudata(atac):
 
 
 @pytest.mark.parametrize("cls", [LinearVI, ProgramVI])
-def test_default_plan_is_lazy_adam_on_the_first_layer(cls):
+def test_default_plan_is_lazy_adam_on_the_first_layer(cls, monkeypatch):
     """Sparse ATAC: the first layer's rows of absent peaks stay; equal to a lazy reference."""
+    import glassvi.train._lazy_adam as lazy_adam
+
+    factored_steps = []
+    step = lazy_adam.lazy_adam_factored_
+    monkeypatch.setattr(
+        lazy_adam,
+        "lazy_adam_factored_",
+        lambda *args, **kwargs: factored_steps.append(1) or step(*args, **kwargs),
+    )
     atac = _atac()
     atac.varm["programs"] = np.random.default_rng(0).random((atac.n_vars, 3)) < 0.2
     kwargs = {"n_latent": 4} if cls is LinearVI else {}
@@ -240,6 +257,8 @@ def test_default_plan_is_lazy_adam_on_the_first_layer(cls):
         moved.append((weight.detach() != initial).any(0))
         states.append(model.module.state_dict())
     assert optimisers[0] == "RowSparseAdam"
+    # the optimiser summed the rows from the gradient's factors at every step
+    assert len(factored_steps) == 2 * 3
     for name, value in states[0].items():
         torch.testing.assert_close(value, states[1][name], atol=1e-5, rtol=1e-4, msg=name)
     # peaks never open keep their initial weights; the others moved
@@ -292,3 +311,67 @@ def test_dense_atac_minibatches_keep_exact_adam_under_the_lazy_optimiser():
         states.append(model.module.state_dict())
     for name, value in states[0].items():
         torch.testing.assert_close(value, states[1][name], msg=name)
+
+
+def _block_inputs(weighted, gen, with_dense_block=True):
+    n_cells, n_rna, n_peaks, n_cat = 9, 4, 40, 3
+    counts = (torch.rand(n_cells, n_peaks, generator=gen) < 0.15).float() * 2
+    positions = counts.reshape(-1).nonzero().squeeze(1)
+    block = SparseBlock.from_positions(counts, positions, binarise=not weighted)
+    codes = torch.tensor([0, 2, 2, 0, 0, 2, 0, 2, 0])  # category 1 absent
+    if not with_dense_block:
+        return [block], [(codes, n_cat)], n_peaks + n_cat
+    rna = torch.rand(n_cells, n_rna, generator=gen)
+    return [rna, block], [(codes, n_cat)], n_rna + n_peaks + n_cat
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("with_dense_block", [False, True])
+def test_factored_row_gradient_step_equals_the_formed_sparse_step(weighted, with_dense_block):
+    """Rows summed inside the update: same values and moments as forming the gradient first."""
+    hidden = 6
+    results = []
+    for factored in (True, False):
+        gen = torch.Generator().manual_seed(3)
+        blocks, categories, n_input = _block_inputs(weighted, gen, with_dense_block)
+        weight_t = torch.nn.Parameter(torch.randn(n_input, hidden, generator=gen))
+        bias = torch.nn.Parameter(torch.zeros(hidden))
+        if factored:
+            weight_t.row_gradient_factors = []
+        sink = getattr(weight_t, "row_gradient_factors", None)
+        opt = RowSparseAdam([weight_t, bias], lr=0.05, eps=0.01)
+        for step in range(3):
+            out_grad = torch.randn(9, hidden, generator=gen)
+            n_passes = 2 if step == 2 else 1  # two backward passes before one step
+            for _ in range(n_passes):
+                out = _BlockLinearRows.apply(weight_t, bias, blocks, categories, sink)
+                out.backward(out_grad)
+            if factored:
+                assert weight_t.grad is None and len(sink) == n_passes
+            else:
+                assert weight_t.grad.is_sparse
+            opt.step()
+            assert not sink
+            opt.zero_grad()
+        state = opt.state[weight_t]
+        results.append((weight_t.detach(), state["exp_avg"], state["exp_avg_sq"], bias.detach()))
+        assert int(state["step"]) == 3
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    moved = (results[0][1] != 0).any(1)
+    assert moved.any() and not moved.all()  # rows of absent peaks and categories kept
+
+
+def test_zero_grad_drops_unformed_row_gradients():
+    gen = torch.Generator().manual_seed(4)
+    blocks, categories, n_input = _block_inputs(False, gen)
+    weight_t = torch.nn.Parameter(torch.randn(n_input, 5, generator=gen))
+    weight_t.row_gradient_factors = []
+    opt = RowSparseAdam([weight_t], lr=0.1)
+    sink = weight_t.row_gradient_factors
+    _BlockLinearRows.apply(weight_t, None, blocks, categories, sink).sum().backward()
+    assert len(sink) == 1
+    opt.zero_grad()
+    before = weight_t.detach().clone()
+    opt.step()
+    assert sink == [] and torch.equal(weight_t.detach(), before)

@@ -157,33 +157,77 @@ class _BlockLinearRows(torch.autograd.Function):
     weight. Its gradient is a sparse tensor holding only the rows that the minibatch reaches
     (features with an entry in a sparse block, every column of a dense block, categories
     present), as :class:`torch.nn.Embedding` with ``sparse=True`` gives: the other rows'
-    gradient is zero and is neither written nor read.
+    gradient is zero and is neither written nor read. With a ``sink`` (a list), the gradient
+    is not formed: its :class:`RowGradientFactors` are appended to the sink instead, for an
+    optimiser that sums each row while it updates it, and the weight gets no gradient.
     """
 
     @staticmethod
-    def forward(ctx, weight_t, bias, blocks, categories):
+    def forward(ctx, weight_t, bias, blocks, categories, sink=None):
         out = _block_forward(weight_t, bias, blocks, categories)
         ctx.blocks = blocks
         ctx.categories = categories
         ctx.has_bias = bias is not None
         ctx.weight_t_shape = tuple(weight_t.shape)
+        ctx.sink = sink
         return out
 
     @staticmethod
     def backward(ctx, grad):
         grad_weight = grad_bias = None
         if ctx.needs_input_grad[0]:
-            index, rows = _weight_grad_rows(grad.contiguous(), ctx.blocks, ctx.categories)
-            grad_weight = torch.sparse_coo_tensor(
-                index.unsqueeze(0),
-                rows,
-                ctx.weight_t_shape,
-                check_invariants=False,
-                is_coalesced=True,
-            )
+            factors = _row_gradient_factors(grad.contiguous(), ctx.blocks, ctx.categories)
+            if ctx.sink is not None:
+                ctx.sink.append(factors)
+            else:
+                grad_weight = factors.to_sparse()
         if ctx.has_bias and ctx.needs_input_grad[1]:
             grad_bias = grad.sum(0)
-        return grad_weight, grad_bias, None, None
+        return grad_weight, grad_bias, None, None, None
+
+
+class RowGradientFactors(NamedTuple):
+    """The row-sparse gradient of a feature-major weight, as the factors it sums.
+
+    Rows ``index`` (sorted) have the gradient ``rows`` (columns of dense input blocks); each
+    entry ``e`` of the sparse blocks and categories adds ``weights[e] * grad[cells[e]]``
+    (weight 1 when ``weights`` is ``None``) to row ``columns[e]``, a row not in ``index``.
+    ``shape`` is the weight's.
+    """
+
+    index: torch.Tensor
+    rows: torch.Tensor
+    cells: torch.Tensor
+    columns: torch.Tensor
+    weights: torch.Tensor | None
+    grad: torch.Tensor
+    shape: tuple[int, int]
+
+    def row_sums(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sorted, distinct indices of the rows reached and their gradient rows."""
+        index, parts = [self.index], [self.rows]
+        if self.cells.numel():
+            touched, rows = _entry_rows_sum(
+                self.cells, self.columns, self.weights, self.grad, self.shape[0]
+            )
+            index.append(touched)
+            parts.append(rows)
+        if not self.index.numel():
+            # (torch.cat copies even a single tensor: the rows are most of the gradient's bytes)
+            return index[-1], parts[-1]
+        if len(parts) == 1:
+            return self.index, self.rows
+        # dense blocks and sparse/category rows interleave in column order
+        index, rows = torch.cat(index), torch.cat(parts)
+        order = _argsort(index)
+        return index[order], rows[order]
+
+    def to_sparse(self) -> torch.Tensor:
+        """The gradient as a coalesced sparse tensor of the rows reached."""
+        index, rows = self.row_sums()
+        return torch.sparse_coo_tensor(
+            index.unsqueeze(0), rows, self.shape, check_invariants=False, is_coalesced=True
+        )
 
 
 def _block_forward(wt: torch.Tensor, bias, blocks, categories) -> torch.Tensor:
@@ -269,38 +313,32 @@ def _weight_grad(grad: torch.Tensor, blocks, categories) -> torch.Tensor:
     return grad_wt
 
 
-def _weight_grad_rows(grad: torch.Tensor, blocks, categories):
-    """The rows of the feature-major weight gradient that the minibatch reaches.
+def _row_gradient_factors(grad: torch.Tensor, blocks, categories) -> RowGradientFactors:
+    """The feature-major weight gradient's factors: dense-block rows and the reached entries.
 
-    Returns sorted, distinct row indices and their gradient rows. Features of sparse blocks
-    without an entry (and categories no cell has) are left out; columns of dense blocks are
-    all listed.
+    Features of sparse blocks without an entry (and categories no cell has) are not reached;
+    columns of dense blocks are all listed.
     """
     cells, columns, values, dense, offset = _weight_entries(grad, blocks, categories)
+    empty = torch.zeros(0, dtype=torch.int64, device=grad.device)
     index = [torch.arange(start, start + b.shape[-1], device=grad.device) for start, b in dense]
     parts = [b.t() @ grad for _, b in dense]
-    if cells:
-        weights = None
-        if any(v is not None for v in values):
-            weights = torch.cat(
-                [grad.new_ones(c.shape) if v is None else v for c, v in zip(cells, values)]
-            )
-        touched, rows = _entry_rows_sum(
-            torch.cat(cells), torch.cat(columns), weights, grad, offset
+    if len(parts) > 1:
+        index, parts = [torch.cat(index)], [torch.cat(parts)]
+    weights = None
+    if cells and any(v is not None for v in values):
+        weights = torch.cat(
+            [grad.new_ones(c.shape) if v is None else v for c, v in zip(cells, values)]
         )
-        index.append(touched)
-        parts.append(rows)
-    if not parts:
-        return torch.zeros(0, dtype=torch.int64, device=grad.device), grad.new_zeros(
-            0, grad.shape[1]
-        )
-    if len(parts) == 1:
-        # (torch.cat copies even a single tensor: the rows are most of the gradient's bytes)
-        return index[0], parts[0]
-    # dense blocks and sparse/category rows interleave in column order
-    index, rows = torch.cat(index), torch.cat(parts)
-    order = _argsort(index)
-    return index[order], rows[order]
+    return RowGradientFactors(
+        index[0] if index else empty,
+        parts[0] if parts else grad.new_zeros(0, grad.shape[1]),
+        (torch.cat(cells) if len(cells) > 1 else cells[0]) if cells else empty,
+        (torch.cat(columns) if len(columns) > 1 else columns[0]) if cells else empty,
+        weights,
+        grad,
+        (offset, grad.shape[1]),
+    )
 
 
 def _entry_rows_sum(cells, columns, weights, grad: torch.Tensor, n_columns: int):
@@ -450,7 +488,9 @@ class SparseInputEncoder(Encoder):
             first = self.first_linear
             first.weight = nn.Parameter(first.weight.detach().t().contiguous().t())
 
-    def set_row_gradient_weight(self, weight_t: torch.Tensor | None) -> None:
+    def set_row_gradient_weight(
+        self, weight_t: torch.Tensor | None, factored: bool = False
+    ) -> None:
         """Give the first layer's weight gradient by rows, to ``weight_t``, or stop (``None``).
 
         ``weight_t`` is a leaf tensor sharing the storage of the feature-major weight's
@@ -460,13 +500,23 @@ class SparseInputEncoder(Encoder):
         the rows the minibatch reaches (the weight itself gets none). Dense inputs, and a
         weight with gradient hooks (e.g. frozen columns in reference mapping), keep the dense
         gradient of the weight.
+
+        With ``factored=True`` the row gradient is not formed: each backward pass appends its
+        :class:`RowGradientFactors` to the list ``weight_t.row_gradient_factors``, and
+        ``weight_t`` gets no gradient; an optimiser that reads that list (the training plan's
+        lazy Adam) sums each row as it updates it and empties the list.
         """
+        previous = self.__dict__.get("_row_gradient_weight")
+        if previous is not None and hasattr(previous, "row_gradient_factors"):
+            del previous.row_gradient_factors
         if weight_t is not None:
             weight = self.first_linear.weight
             if tuple(weight_t.shape) != tuple(weight.t().shape) or (
                 weight_t.data_ptr() != weight.data_ptr()
             ):
                 raise ValueError("weight_t must share the storage of the weight's transpose.")
+            if factored:
+                weight_t.row_gradient_factors = []
         # a plain attribute: assigning a Parameter through nn.Module would register it
         self.__dict__["_row_gradient_weight"] = weight_t
 
@@ -518,7 +568,8 @@ class SparseInputEncoder(Encoder):
                     if weight_t is None:
                         h = block_linear(layer, blocks, categories)
                     else:
-                        h = _BlockLinearRows.apply(weight_t, layer.bias, blocks, categories)
+                        sink = getattr(weight_t, "row_gradient_factors", None)
+                        h = _BlockLinearRows.apply(weight_t, layer.bias, blocks, categories, sink)
                     continue
                 if isinstance(layer, nn.Linear) and fc.inject_into_layer(i):
                     one_hots = [F.one_hot(codes, n).to(h.dtype) for codes, n in categories]

@@ -7,7 +7,10 @@ cost follows the number of peaks. Lazy Adam, as :class:`torch.optim.SparseAdam` 
 TensorFlow's ``LazyAdamOptimizer``, updates the moments and values of the listed rows only;
 it is the usual optimiser of embedding tables. Here the listed rows are updated in one fused
 pass (a compiled loop: one read and write of each row's value and moments), every other
-parameter takes torch's Adam step.
+parameter takes torch's Adam step. The encoder can also hand over its gradient unformed, as
+the entries and output gradient whose products it sums (``row_gradient_factors``): each row's
+gradient is then summed in a small buffer just before the row is updated, so that the
+gradient rows are never written out and read back.
 """
 
 from __future__ import annotations
@@ -17,13 +20,22 @@ import math
 import numpy as np
 import torch
 
-_KERNEL = None
+_KERNELS = None
 
 
 def _row_kernel():
     """The compiled row update, built on first use (numba; cached on disk where possible)."""
-    global _KERNEL
-    if _KERNEL is None:
+    return _kernels()[0]
+
+
+def _factored_kernel():
+    """The compiled update from gradient factors, built on first use."""
+    return _kernels()[1]
+
+
+def _kernels():
+    global _KERNELS
+    if _KERNELS is None:
         import numba
 
         # error_model="numpy": no division-by-zero checks, so the inner loop vectorises
@@ -48,8 +60,45 @@ def _row_kernel():
                     scale, eps,
                 )  # fmt: skip
 
-        _KERNEL = _update_rows
-    return _KERNEL
+        @numba.njit(cache=True, nogil=True, error_model="numpy")
+        def _add_row(out, row, weight):
+            for j in range(out.shape[0]):
+                out[j] += weight * row[j]
+
+        @numba.njit(cache=True, nogil=True, error_model="numpy")
+        def _update_factored(
+            param, exp_avg, exp_avg_sq, cells, columns, weights, grad, beta1, beta2, c1, c2,
+            step, scale, eps,
+        ):  # fmt: skip
+            n_rows = param.shape[0]
+            # entries grouped by row, in their order within a row (a stable counting sort)
+            start = np.zeros(n_rows + 1, np.int64)
+            for c in columns:
+                start[c + 1] += 1
+            for r in range(n_rows):
+                start[r + 1] += start[r]
+            fill = start[:-1].copy()
+            order = np.empty(columns.shape[0], np.int64)
+            for e in range(columns.shape[0]):
+                order[fill[columns[e]]] = e
+                fill[columns[e]] += 1
+            weighted = weights.shape[0] > 0
+            row_grad = np.empty(grad.shape[1], np.float32)
+            for r in range(n_rows):
+                if start[r] == start[r + 1]:
+                    continue
+                row_grad[:] = 0.0
+                for k in range(start[r], start[r + 1]):
+                    e = order[k]
+                    w = weights[e] if weighted else np.float32(1.0)
+                    _add_row(row_grad, grad[cells[e]], w)
+                _update_row(
+                    param[r], exp_avg[r], exp_avg_sq[r], row_grad, beta1, beta2, c1, c2, step,
+                    scale, eps,
+                )  # fmt: skip
+
+        _KERNELS = (_update_rows, _update_factored)
+    return _KERNELS
 
 
 def lazy_adam_available() -> bool:
@@ -81,14 +130,53 @@ def lazy_adam_rows_(
     (no weight decay, no amsgrad) on those rows; the other rows are not read or written.
     ``index`` must be distinct. CPU float32 tensors, contiguous.
     """
-    kernel = _row_kernel()
-    f32 = np.float32
-    kernel(
+    _row_kernel()(
         param.detach().numpy(),
         exp_avg.numpy(),
         exp_avg_sq.numpy(),
         index.numpy(),
         grad.numpy(),
+        *_adam_scalars(lr, beta1, beta2, eps, step),
+    )
+
+
+def lazy_adam_factored_(
+    param: torch.Tensor,
+    exp_avg: torch.Tensor,
+    exp_avg_sq: torch.Tensor,
+    cells: torch.Tensor,
+    columns: torch.Tensor,
+    weights: torch.Tensor | None,
+    grad: torch.Tensor,
+    *,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    step: int,
+) -> None:
+    """:func:`lazy_adam_rows_` on the rows ``columns`` reach, their gradient given by factors.
+
+    Row ``r``'s gradient is the sum over the entries ``e`` with ``columns[e] == r`` of
+    ``weights[e] * grad[cells[e]]`` (weight 1 when ``weights`` is ``None``), added in entry
+    order; it is summed in a buffer just before the row is updated. CPU tensors, float32
+    values, int64 indices.
+    """
+    _factored_kernel()(
+        param.detach().numpy(),
+        exp_avg.numpy(),
+        exp_avg_sq.numpy(),
+        cells.numpy(),
+        columns.numpy(),
+        np.zeros(0, np.float32) if weights is None else weights.detach().numpy(),
+        grad.detach().numpy(),
+        *_adam_scalars(lr, beta1, beta2, eps, step),
+    )
+
+
+def _adam_scalars(lr, beta1, beta2, eps, step) -> tuple:
+    f32 = np.float32
+    return (
         f32(beta1),
         f32(beta2),
         f32(1.0 - beta1),
@@ -110,6 +198,12 @@ class RowSparseAdam(torch.optim.Adam):
     decaying momentum). The bias corrections use the parameter's own step count, as in
     :class:`torch.optim.SparseAdam`. State entries have Adam's names and shapes, so dense
     and sparse steps of one parameter share them.
+
+    A parameter may also carry its row gradient unformed, in a list
+    ``param.row_gradient_factors`` of :class:`~glassvi.module._sparse_input.RowGradientFactors`
+    (one per backward pass, as the sparse-input encoder appends them): the same lazy step is
+    then taken with each row's gradient summed as the row is updated. :meth:`zero_grad` and
+    :meth:`step` empty these lists.
 
     Parameters
     ----------
@@ -137,9 +231,21 @@ class RowSparseAdam(torch.optim.Adam):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        sparse = []
+        sparse, factored = [], []
         for group in self.param_groups:
             for param in group["params"]:
+                pending = getattr(param, "row_gradient_factors", None)
+                if pending:
+                    pending = list(pending)
+                    param.row_gradient_factors.clear()
+                    if len(pending) == 1 and param.grad is None:
+                        factored.append((group, param, pending[0]))
+                    else:
+                        # several backward passes, or a gradient of its own too: formed
+                        grads = [f.to_sparse() for f in pending]
+                        if param.grad is not None:
+                            grads.append(param.grad)
+                        param.grad = _sum(grads)
                 if param.grad is not None and param.grad.is_sparse:
                     sparse.append((group, param, param.grad))
                     param.grad = None
@@ -150,19 +256,28 @@ class RowSparseAdam(torch.optim.Adam):
                 param.grad = grad
         for group, param, grad in sparse:
             self._rows_step(group, param, grad)
+        for group, param, factors in factored:
+            self._factored_step(group, param, factors)
         return loss
 
-    def _rows_step(self, group: dict, param: torch.Tensor, grad: torch.Tensor) -> None:
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Zero the gradients, and drop unformed row gradients."""
+        super().zero_grad(set_to_none)
+        for group in self.param_groups:
+            for param in group["params"]:
+                pending = getattr(param, "row_gradient_factors", None)
+                if pending:
+                    pending.clear()
+
+    def _rows_state(self, group: dict, param: torch.Tensor) -> tuple[dict, dict]:
         if group["amsgrad"] or group["maximize"] or group["weight_decay"]:
             raise ValueError(
                 "A sparse gradient needs amsgrad=False, maximize=False and weight_decay=0."
             )
         if param.device.type != "cpu" or param.dtype != torch.float32:
             raise ValueError("A sparse gradient needs a float32 parameter on the CPU.")
-        if grad.sparse_dim() != 1 or not param.is_contiguous():
+        if not param.is_contiguous():
             raise ValueError("A sparse gradient must list rows of a contiguous parameter.")
-        if not grad.is_coalesced() and not _sorted_distinct(grad._indices()[0]):
-            grad = grad.coalesce()
         state = self.state[param]
         if len(state) == 0:
             state["step"] = torch.tensor(0.0, dtype=torch.float32)
@@ -170,18 +285,52 @@ class RowSparseAdam(torch.optim.Adam):
             state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
         state["step"] += 1
         beta1, beta2 = group["betas"]
+        options = {
+            "lr": float(group["lr"]),
+            "beta1": float(beta1),
+            "beta2": float(beta2),
+            "eps": float(group["eps"]),
+            "step": int(state["step"].item()),
+        }
+        return state, options
+
+    def _rows_step(self, group: dict, param: torch.Tensor, grad: torch.Tensor) -> None:
+        if grad.sparse_dim() != 1:
+            raise ValueError("A sparse gradient must list rows of a contiguous parameter.")
+        if not grad.is_coalesced() and not _sorted_distinct(grad._indices()[0]):
+            grad = grad.coalesce()
+        state, options = self._rows_state(group, param)
         lazy_adam_rows_(
             param,
             state["exp_avg"],
             state["exp_avg_sq"],
             grad._indices()[0].contiguous(),
             grad._values().contiguous(),
-            lr=float(group["lr"]),
-            beta1=float(beta1),
-            beta2=float(beta2),
-            eps=float(group["eps"]),
-            step=int(state["step"].item()),
+            **options,
         )
+
+    def _factored_step(self, group: dict, param: torch.Tensor, factors) -> None:
+        state, options = self._rows_state(group, param)
+        moments = (param, state["exp_avg"], state["exp_avg_sq"])
+        if factors.index.numel():
+            # rows given whole (dense input columns); the entries reach other rows
+            lazy_adam_rows_(*moments, factors.index, factors.rows.contiguous(), **options)
+        if factors.cells.numel():
+            lazy_adam_factored_(
+                *moments,
+                factors.cells,
+                factors.columns,
+                factors.weights,
+                factors.grad.contiguous(),
+                **options,
+            )
+
+
+def _sum(grads: list[torch.Tensor]) -> torch.Tensor:
+    total = grads[0]
+    for grad in grads[1:]:
+        total = total + grad if not total.is_sparse or grad.is_sparse else grad + total
+    return total
 
 
 def _sorted_distinct(index: torch.Tensor) -> bool:

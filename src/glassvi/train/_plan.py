@@ -111,7 +111,8 @@ class GlassTrainingPlan(TrainingPlan):
                 aliases = [transposed_alias(p) for p in params]
                 for param, alias in zip(params, aliases):
                     if param is by_rows and alias is not param:
-                        self.module.z_encoder.set_row_gradient_weight(alias)
+                        # the optimiser sums each row's gradient as it updates the row
+                        self.module.z_encoder.set_row_gradient_weight(alias, factored=True)
                         optimizer_cls = RowSparseAdam
                 params = aliases
             return optimizer_cls(
