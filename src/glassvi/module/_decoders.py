@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ._sparse_input import _argsort
+from ._sparse_input import _argsort, _numba_available
 
 
 class LinearFeatureDecoder(nn.Module):
@@ -212,17 +213,72 @@ def _bag_starts(index: torch.Tensor, n_bags: int) -> torch.Tensor:
     return torch.cumsum(counts, 0) - counts
 
 
+def _compiled(*tensors: torch.Tensor) -> bool:
+    """Whether the compiled pair kernels apply: CPU float32 values, numba importable."""
+    return (
+        all(t.device.type == "cpu" for t in tensors)
+        and all(t.dtype == torch.float32 for t in tensors if t.is_floating_point())
+        and _numba_available()
+    )
+
+
+_PAIR_KERNELS = None
+
+
+def _pair_kernels():
+    """Compiled forward and backward of :class:`_PairDot` (numba, built on first use)."""
+    global _PAIR_KERNELS
+    if _PAIR_KERNELS is None:
+        import numba
+
+        @numba.njit(cache=True, nogil=True, error_model="numpy")
+        def _pair_dot(z, weight, rows, index):
+            out = np.empty(rows.shape[0], np.float32)
+            for e in range(rows.shape[0]):
+                zr, wr = z[rows[e]], weight[index[e]]
+                acc = np.float32(0.0)
+                for k in range(zr.shape[0]):
+                    acc += zr[k] * wr[k]
+                out[e] = acc
+            return out
+
+        @numba.njit(cache=True, nogil=True, error_model="numpy")
+        def _pair_dot_backward(z, weight, rows, index, grad, grad_z, grad_weight):
+            # one pass over the pairs; an empty output is not wanted
+            with_z, with_weight = grad_z.shape[0] > 0, grad_weight.shape[0] > 0
+            for e in range(rows.shape[0]):
+                g, r, i = grad[e], rows[e], index[e]
+                if with_z:
+                    for k in range(z.shape[1]):
+                        grad_z[r, k] += g * weight[i, k]
+                if with_weight:
+                    for k in range(z.shape[1]):
+                        grad_weight[i, k] += g * z[r, k]
+
+        _PAIR_KERNELS = (_pair_dot, _pair_dot_backward)
+    return _PAIR_KERNELS
+
+
 class _PairDot(torch.autograd.Function):
     """``(z[rows] * weight[index]).sum(-1)``: one dot product per (cell, feature) pair.
 
-    The backward pass sums each cell's and each weight row's gradient with ``embedding_bag``
-    over the pairs grouped by cell and by row, without a pairs x latent copy of either
-    gradient or a scatter into it.
+    On the CPU in float32, forward and backward are single compiled passes over the pairs
+    (no pairs x latent copies). Elsewhere, the backward pass sums each cell's and each weight
+    row's gradient with ``embedding_bag`` over the pairs grouped by cell and by row, without a
+    pairs x latent copy of either gradient or a scatter into it.
     """
 
     @staticmethod
     def forward(ctx, z, weight, rows, index):
-        out = (z.index_select(0, rows) * weight.index_select(0, index)).sum(-1)
+        if _compiled(z, weight, rows, index):
+            z, weight = z.contiguous(), weight.contiguous()
+            out = torch.from_numpy(
+                _pair_kernels()[0](
+                    z.detach().numpy(), weight.detach().numpy(), rows.numpy(), index.numpy()
+                )
+            )
+        else:
+            out = (z.index_select(0, rows) * weight.index_select(0, index)).sum(-1)
         ctx.save_for_backward(z, weight, rows, index)
         return out
 
@@ -230,6 +286,25 @@ class _PairDot(torch.autograd.Function):
     def backward(ctx, grad):
         z, weight, rows, index = ctx.saved_tensors
         grad_z = grad_weight = None
+        if _compiled(z, weight, grad):
+            with_z, with_weight = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+            grad_z = torch.zeros(z.shape if with_z else (0, z.shape[1]))
+            grad_weight = torch.zeros(weight.shape if with_weight else (0, weight.shape[1]))
+            _pair_kernels()[1](
+                z.detach().numpy(),
+                weight.detach().numpy(),
+                rows.numpy(),
+                index.numpy(),
+                grad.contiguous().numpy(),
+                grad_z.numpy(),
+                grad_weight.numpy(),
+            )
+            return (
+                grad_z if with_z else None,
+                grad_weight if with_weight else None,
+                None,
+                None,
+            )
         if ctx.needs_input_grad[0]:
             by_cell = None
             if rows.numel() > 1 and not bool((rows[1:] >= rows[:-1]).all()):
