@@ -29,6 +29,7 @@ its cost follows the non-zero entries.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from scvi.distributions import NegativeBinomial
 from torch.distributions import Bernoulli, Poisson
@@ -581,4 +582,7 @@ def draw_features(
     if not 0.0 < fraction <= 1.0:
         raise ValueError(f"fraction must lie in (0, 1], got {fraction}.")
     drawn = torch.rand(n_features, device=device, generator=generator) < fraction
+    if drawn.device.type == "cpu":
+        # NumPy's scan is several times faster than torch's nonzero on one CPU thread
+        return torch.from_numpy(np.flatnonzero(drawn.numpy()))
     return drawn.nonzero().squeeze(1)
