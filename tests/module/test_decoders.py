@@ -45,6 +45,7 @@ def _decoders():
         "linear_hard_mask": LinearFeatureDecoder(5, 40, mask=mask, **kwargs),
         "program_hard": ProgramDecoder(7, 40, mask=mask, **kwargs),
         "program_soft": ProgramDecoder(7, 40, mask=mask, mask_mode="soft", **kwargs),
+        "program_hard_no_denovo": ProgramDecoder(5, 40, mask=mask, **kwargs),
     }
     for decoder in decoders.values():
         with torch.no_grad():
@@ -53,7 +54,10 @@ def _decoders():
     return decoders
 
 
-@pytest.mark.parametrize("kind", ["linear", "linear_hard_mask", "program_hard", "program_soft"])
+KINDS = ["linear", "linear_hard_mask", "program_hard", "program_soft", "program_hard_no_denovo"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
 def test_decoder_on_a_subset_of_features_equals_those_columns(kind):
     decoder = _decoders()[kind]
     gen = torch.Generator().manual_seed(2)
@@ -65,10 +69,11 @@ def test_decoder_on_a_subset_of_features_equals_those_columns(kind):
     )
     features = torch.tensor([0, 3, 4, 17, 22, 39])
     weights = torch.randn(6, features.numel(), generator=gen)
+    params = [param for param in decoder.parameters() if param.numel()]
     full = decoder(z, *covariates)[:, features]
-    full_grads = torch.autograd.grad((full * weights).sum(), list(decoder.parameters()))
+    full_grads = torch.autograd.grad((full * weights).sum(), params)
     part = decoder(z, *covariates, features=features)
-    part_grads = torch.autograd.grad((part * weights).sum(), list(decoder.parameters()))
+    part_grads = torch.autograd.grad((part * weights).sum(), params)
     torch.testing.assert_close(part, full)
     for ours, ref in zip(part_grads, full_grads):
         torch.testing.assert_close(ours, ref)
@@ -76,7 +81,7 @@ def test_decoder_on_a_subset_of_features_equals_those_columns(kind):
 
 @pytest.mark.parametrize("compiled", [True, False])
 @pytest.mark.parametrize("sort_rows", [True, False])
-@pytest.mark.parametrize("kind", ["linear", "linear_hard_mask", "program_hard", "program_soft"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_pair_logits_equal_the_entries_of_the_full_decoder(kind, sort_rows, compiled, monkeypatch):
     import glassvi.module._decoders as decoders
 
@@ -97,7 +102,7 @@ def test_pair_logits_equal_the_entries_of_the_full_decoder(kind, sort_rows, comp
         order = torch.argsort(rows, stable=True)
         rows, features = rows[order], features[order]
     weights = torch.randn(rows.numel(), generator=gen)
-    params = [z, *decoder.parameters()]
+    params = [z, *(param for param in decoder.parameters() if param.numel())]
     full = decoder(z, *covariates)[rows, features]
     full_grads = torch.autograd.grad((full * weights).sum(), params)
     pairs = decoder.pair_logits(z, rows, features, *covariates)
@@ -105,3 +110,23 @@ def test_pair_logits_equal_the_entries_of_the_full_decoder(kind, sort_rows, comp
     torch.testing.assert_close(pairs, full)
     for ours, ref in zip(pair_grads, full_grads):
         torch.testing.assert_close(ours, ref)
+
+
+def test_feature_memberships_lists_every_membership_of_every_listed_feature():
+    from glassvi.module._program import _feature_memberships
+
+    gen = torch.Generator().manual_seed(4)
+    mask = torch.rand(30, 6, generator=gen) < 0.2
+    mask[7] = False  # a feature without members
+    decoder = ProgramDecoder(6, 30, mask=mask)
+    features = torch.tensor([7, 3, 29, 3, 0, 7, 12, 5, 5])
+    owner, entry = _feature_memberships(decoder._crow, decoder._n_members, features)
+    expected = [
+        (i, j)
+        for i, f in enumerate(features.tolist())
+        for j in range(decoder.program_rows.numel())
+        if decoder.program_rows[j] == f
+    ]
+    assert list(zip(owner.tolist(), entry.tolist())) == expected
+    empty = _feature_memberships(decoder._crow, decoder._n_members, features[:0])
+    assert empty[0].numel() == empty[1].numel() == 0

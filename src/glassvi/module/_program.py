@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from ._anchor import anchor_loss, normalised_log_expression, normalised_log_values
-from ._decoders import LinearFeatureDecoder
+from ._decoders import LinearFeatureDecoder, _PairDot
 from ._distributions import nonzero_key
 from ._surgery import freeze_columns_hook, freeze_rows_hook, program_mask_from_state
 from ._vae import GlassVAE
@@ -25,6 +25,32 @@ def _csr(crow, col, values, shape) -> torch.Tensor:
         # torch flags its sparse CSR support as beta; the operations used here are stable
         warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
         return torch.sparse_csr_tensor(crow, col, values, shape, check_invariants=False)
+
+
+def _feature_memberships(
+    crow: torch.Tensor, n_members: torch.Tensor, features: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (feature, program) memberships of each of ``features``, from a CSR layout by feature.
+
+    ``crow`` (``n_features + 1``) and ``n_members`` (members per feature) describe memberships
+    stored feature by feature; ``features`` is 1-D, in any order, with repeats. Returns
+    ``(owner, entry)``: for every membership of every listed feature, the position of the
+    feature in ``features`` (increasing) and the index of the membership in the layout
+    (increasing within a feature). The cost follows ``features`` and their memberships, not
+    the number of features.
+    """
+    counts = n_members.index_select(0, features)
+    hit = counts.nonzero().squeeze(1)
+    counts = counts.index_select(0, hit)
+    total = int(counts.sum())
+    owner = torch.repeat_interleave(hit, counts, output_size=total)
+    # membership index = first membership of the feature + rank among the feature's entries
+    first = crow.index_select(0, features.index_select(0, hit))
+    shift = first - (torch.cumsum(counts, 0) - counts)
+    entry = torch.arange(total, device=features.device) + torch.repeat_interleave(
+        shift, counts, output_size=total
+    )
+    return owner, entry
 
 
 class _IndexedMatmul(torch.autograd.Function):
@@ -168,6 +194,7 @@ class ProgramDecoder(LinearFeatureDecoder):
         ccol = torch.zeros(self.n_programs + 1, dtype=torch.int64, device=rows.device)
         ccol[1:] = torch.cumsum(torch.bincount(cols, minlength=self.n_programs), 0)
         self.register_buffer("_crow", crow, persistent=False)
+        self.register_buffer("_n_members", crow.diff(), persistent=False)
         self.register_buffer("_ccol", ccol, persistent=False)
         self.register_buffer("_order", order, persistent=False)
         self.register_buffer("_row_by_col", rows[order].contiguous(), persistent=False)
@@ -251,16 +278,15 @@ class ProgramDecoder(LinearFeatureDecoder):
 
         With ``features`` (1-D indices in increasing order), of those features only.
         """
+        if self.indexed and features is not None:
+            eta = self._subset_product(z, features)
+            return self.add_offsets(eta, batch_index, cat_covs, cont_covs, features)
         z_prog, z_denovo = z[..., : self.n_programs], z[..., self.n_programs :]
-        n_out = self.n_features if features is None else int(features.numel())
         if self.indexed:
             flat = z_prog.reshape(-1, self.n_programs)
-            if features is None:
-                index = (self._crow, self.program_cols, self._ccol, self._row_by_col, self._order)
-                values = self.program_values
-            else:
-                values, index = self._indexed_subset(features)
-            eta = _IndexedMatmul.apply(values, flat, *index, n_out).reshape(*z.shape[:-1], n_out)
+            index = (self._crow, self.program_cols, self._ccol, self._row_by_col, self._order)
+            eta = _IndexedMatmul.apply(self.program_values, flat, *index, self.n_features)
+            eta = eta.reshape(*z.shape[:-1], self.n_features)
         else:
             weight = (
                 self.program_weight
@@ -274,34 +300,53 @@ class ProgramDecoder(LinearFeatureDecoder):
         return self.add_offsets(eta, batch_index, cat_covs, cont_covs, features)
 
     def pair_weight(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Dense weights (programs, then de novo units) of the distinct ``features``.
+        """Dense weights of the de novo units, and the row of each of ``features`` in them.
 
-        Also returns the row of each feature in them (see ``LinearFeatureDecoder.pair_weight``).
+        :meth:`pair_logits` reads the de novo units through them and adds the programs' part.
         """
-        unique, index = torch.unique(features, return_inverse=True)
-        if self.indexed:
-            values, (crow, cols, *_) = self._indexed_subset(unique)
-            rows = torch.arange(unique.numel(), device=crow.device).repeat_interleave(crow.diff())
-            program = values.new_zeros(unique.numel(), self.n_programs)
-            program = program.index_put((rows, cols), values)
-        else:
-            program = self.program_weight.index_select(0, unique)
-        return torch.cat([program, self.weight.index_select(0, unique)], dim=1), index
+        return self.weight, features
 
-    def _indexed_subset(self, features: torch.Tensor):
-        """Program values and CSR layouts of the mask restricted to ``features`` (sorted)."""
-        position = torch.full((self.n_features,), -1, dtype=torch.int64, device=features.device)
-        position[features] = torch.arange(features.numel(), device=features.device)
-        rows = position[self.program_rows]
-        keep = rows >= 0
-        rows, cols = rows[keep], self.program_cols[keep]
-        values = self.program_values[keep]
-        crow = torch.zeros(features.numel() + 1, dtype=torch.int64, device=rows.device)
-        crow[1:] = torch.cumsum(torch.bincount(rows, minlength=features.numel()), 0)
-        order = torch.argsort(cols, stable=True)
-        ccol = torch.zeros(self.n_programs + 1, dtype=torch.int64, device=rows.device)
-        ccol[1:] = torch.cumsum(torch.bincount(cols, minlength=self.n_programs), 0)
-        return values, (crow, cols, ccol, rows[order].contiguous(), order)
+    def pair_logits(
+        self,
+        z: torch.Tensor,
+        rows: torch.Tensor,
+        features: torch.Tensor,
+        batch_index: torch.Tensor | None = None,
+        cat_covs: torch.Tensor | None = None,
+        cont_covs: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``forward(z, ...)[rows, features]`` without the other entries: one value per pair.
+
+        The de novo units and the offsets are read as in
+        :meth:`~glassvi.module.LinearFeatureDecoder.pair_logits`. With a hard mask, a pair's
+        program part is a sum over its feature's memberships only, so its cost follows the
+        memberships of the listed features, not pairs x programs.
+        """
+        eta = super().pair_logits(
+            z[..., self.n_programs :], rows, features, batch_index, cat_covs, cont_covs
+        )
+        if not self.indexed:
+            z_prog = z[..., : self.n_programs]
+            return eta + _PairDot.apply(z_prog, self.program_weight, rows, features)
+        owner, entry = _feature_memberships(self._crow, self._n_members, features)
+        flat = rows.index_select(0, owner) * z.shape[-1] + self.program_cols.index_select(0, entry)
+        products = z.reshape(-1).index_select(0, flat) * self.program_values.index_select(0, entry)
+        return eta.index_add(0, owner, products)
+
+    def _subset_product(self, z: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        """``z`` times the weights of ``features`` (programs and de novo units), cells x features.
+
+        The programs' part is added membership by membership to the de novo units' product,
+        so its cost follows the memberships of ``features``, not features x programs.
+        """
+        if self.n_denovo:
+            eta = z[..., self.n_programs :] @ self.weight.index_select(0, features).T
+        else:
+            eta = z.new_zeros(*z.shape[:-1], features.numel())
+        owner, entry = _feature_memberships(self._crow, self._n_members, features)
+        programs = self.program_cols.index_select(0, entry)
+        products = z.index_select(-1, programs) * self.program_values.index_select(0, entry)
+        return eta.index_add_(-1, owner, products)
 
     # ------------------------------------------------------------------------- constraints
     @torch.no_grad()
@@ -551,6 +596,7 @@ class ProgramVAE(GlassVAE):
         self.anchor_ridge = float(anchor_ridge)
         self.anchor_tvalue = bool(anchor_tvalue)
         self._member_matrices: dict = {}
+        self._member_indices: dict = {}
         self._joint_design_cache: tuple | None = None
         if not 0 <= n_decoys <= self.n_programs:
             raise ValueError(f"n_decoys must be in [0, n_programs], got {n_decoys}.")
@@ -578,6 +624,32 @@ class ProgramVAE(GlassVAE):
         ).coalesce()
         self._member_matrices[mod] = matrix
         return matrix
+
+    def _member_sums(
+        self, mod: str, y: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, n_cells: int
+    ) -> torch.Tensor:
+        """Sum of ``y`` over each program's members, per cell (cells x programs).
+
+        ``y`` are the values of a minibatch at the entries (``rows``: cells, ``cols``:
+        features) where it is not zero; each entry is added to the programs its feature belongs
+        to, so the cost follows the entries and their memberships, not the features.
+        """
+        dec = self.decoders[mod]
+        if dec.indexed:
+            crow, n_members, programs = dec._crow, dec._n_members, dec.program_cols
+        else:
+            cached = self._member_indices.get(mod)
+            if cached is None or cached[0].device != y.device:
+                features, programs = dec.program_mask.nonzero(as_tuple=True)
+                n_members = torch.bincount(features, minlength=dec.n_features)
+                crow = torch.cat([n_members.new_zeros(1), torch.cumsum(n_members, 0)])
+                cached = (crow, n_members, programs)
+                self._member_indices[mod] = cached
+            crow, n_members, programs = cached
+        owner, entry = _feature_memberships(crow, n_members, cols)
+        flat = rows.index_select(0, owner) * self.n_programs + programs.index_select(0, entry)
+        sums = y.new_zeros(n_cells * self.n_programs).index_add_(0, flat, y.index_select(0, owner))
+        return sums.view(n_cells, self.n_programs)
 
     def member_score(
         self,
@@ -619,12 +691,9 @@ class ProgramVAE(GlassVAE):
                 cols = flat - rows * n_feat
                 values = x[mod].float().reshape(-1).take(flat)
                 y = normalised_log_values(values, rows, n_cells, binary) / sd[cols]
-                ys = torch.sparse_coo_tensor(
-                    torch.stack([cols, rows]), y, (n_feat, n_cells), check_invariants=False
-                )
                 # members x (y / sd) over the non-zero entries, minus members x (mean / sd)
                 offset = torch.sparse.mm(members, (mean / sd).unsqueeze(1)).squeeze(1)
-                sums = torch.sparse.mm(members, ys).to_dense().T - offset
+                sums = self._member_sums(mod, y, rows, cols, n_cells) - offset
             total = total + weight * sums
             count = count + weight * self.decoders[mod].mask_sizes().to(total.dtype)
         return total / count.clamp(min=1.0)
@@ -708,11 +777,10 @@ class ProgramVAE(GlassVAE):
             if float(weight) == 0.0:
                 continue
             binary = self.likelihoods[mod] == "bernoulli"
-            members = self._member_matrix(mod)
             flat = nonzero.get(mod)
             if flat is None:
                 y = normalised_log_expression(x[mod].float(), binary)
-                sums = torch.sparse.mm(members, y.T).T
+                sums = torch.sparse.mm(self._member_matrix(mod), y.T).T
                 total = y.sum(-1)
                 sq_mod = (y * y).sum(-1)
             else:
@@ -721,10 +789,7 @@ class ProgramVAE(GlassVAE):
                 cols = flat - rows * n_feat
                 values = x[mod].float().reshape(-1).take(flat)
                 y = normalised_log_values(values, rows, n_cells, binary)
-                ys = torch.sparse_coo_tensor(
-                    torch.stack([cols, rows]), y, (n_feat, n_cells), check_invariants=False
-                )
-                sums = torch.sparse.mm(members, ys).to_dense().T
+                sums = self._member_sums(mod, y, rows, cols, n_cells)
                 total = y.new_zeros(n_cells).index_add_(0, rows, y)
                 sq_mod = y.new_zeros(n_cells).index_add_(0, rows, y * y)
             sq += weight * sq_mod
