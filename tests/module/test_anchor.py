@@ -133,6 +133,11 @@ def test_member_score_from_nonzero_positions_equals_the_dense_score(mask_mode):
         dense = module.member_score(x)
         sparse = module.member_score(x, flat)
         torch.testing.assert_close(sparse, dense, rtol=1e-5, atol=1e-5)
+        # a sparse CSR minibatch (as training passes accessibility) with its entries' positions
+        csr = {"rna": x["rna"], "atac": x["atac"].to_sparse_csr()}
+        entries = {"rna": flat["rna"], "atac": torch.from_numpy(np.flatnonzero(atac))}
+        torch.testing.assert_close(module.member_score(csr, entries), sparse, rtol=0, atol=0)
+        torch.testing.assert_close(module.member_score(csr), dense)
         partial = module.member_score(x, {"rna": flat["rna"][5:], "atac": flat["atac"]})
         assert not torch.allclose(partial, dense)
 
@@ -308,7 +313,11 @@ def test_joint_score_from_nonzero_positions_equals_the_dense_score(mask_mode):
             n_decoys=1,
         )
         dense = module.joint_score(x)
-        torch.testing.assert_close(module.joint_score(x, flat), dense, rtol=1e-4, atol=1e-4)
+        sparse = module.joint_score(x, flat)
+        torch.testing.assert_close(sparse, dense, rtol=1e-4, atol=1e-4)
+        csr = {"rna": x["rna"], "atac": x["atac"].to_sparse_csr()}
+        torch.testing.assert_close(module.joint_score(csr, flat), sparse, rtol=0, atol=0)
+        torch.testing.assert_close(module.joint_score(csr), dense)
         if weights["atac"] == 0.0:  # ATAC of weight 0: the fit reads RNA only
             rna_only = ProgramVAE(
                 {"rna": 20},

@@ -421,7 +421,27 @@ def test_linearvi_trains_identically_on_sparse_minibatches(zero_sample_fraction)
         torch.testing.assert_close(value, states[1][key], rtol=0, atol=0, msg=key)
 
 
-def test_programvi_keeps_dense_training_minibatches():
-    # its activity anchor reads the dense counts
-    assert glassvi.module.ProgramVAE._sparse_training_inputs is False
-    assert glassvi.module.GlassVAE._sparse_training_inputs is True
+def test_programvi_trains_identically_on_sparse_minibatches():
+    # the activity anchor reads the sparse minibatch at its stored entries
+    from glassvi.model import ProgramVI
+    from simulated import add_true_programs
+
+    mdata = _multiome(n_cells=200, seed=5)
+    add_true_programs(mdata)
+    ProgramVI.setup_mudata(mdata, batch_key="batch")
+    states, layouts = [], []
+    for keys in (None, []):
+        scvi.settings.seed = 0
+        model = ProgramVI(mdata, n_hidden=16)
+        assert model.module.sparse_input_keys() == ["atac"]
+        assert model.module.activity_anchor > 0 and model.module.n_decoys > 0
+        seen = _Layouts()
+        kwargs = {} if keys is None else {"datasplitter_kwargs": {"sparse_training_keys": keys}}
+        model.train(
+            max_epochs=2, batch_size=64, train_size=0.8, callbacks=[seen], **kwargs, **TRAIN_KW
+        )
+        states.append({k: v.clone() for k, v in model.module.state_dict().items()})
+        layouts.append(seen.layouts)
+    assert layouts == [{torch.sparse_csr}, {torch.strided}]
+    for key, value in states[0].items():
+        torch.testing.assert_close(value, states[1][key], rtol=0, atol=0, msg=key)

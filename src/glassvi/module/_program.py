@@ -12,7 +12,7 @@ from torch import nn
 
 from ._anchor import anchor_loss, normalised_log_expression, normalised_log_values
 from ._decoders import LinearFeatureDecoder, _PairDot
-from ._distributions import nonzero_key
+from ._distributions import as_dense, nonzero_key, values_at
 from ._surgery import freeze_columns_hook, freeze_rows_hook, program_mask_from_state
 from ._vae import GlassVAE
 
@@ -525,8 +525,6 @@ class ProgramVAE(GlassVAE):
     """
 
     _decoder_cls = ProgramDecoder
-    #: the activity anchor reads dense minibatches
-    _sparse_training_inputs = False
 
     def __init__(
         self,
@@ -682,14 +680,14 @@ class ProgramVAE(GlassVAE):
             members = self._member_matrix(mod)
             flat = nonzero.get(mod)
             if flat is None:
-                y = normalised_log_expression(x[mod].float(), binary)
+                y = normalised_log_expression(as_dense(x[mod]).float(), binary)
                 y = (y - mean) / sd
                 sums = torch.sparse.mm(members, y.T).T
             else:
                 n_feat = x[mod].shape[-1]
                 rows = torch.div(flat, n_feat, rounding_mode="floor")
                 cols = flat - rows * n_feat
-                values = x[mod].float().reshape(-1).take(flat)
+                values = values_at(x[mod], flat).float()
                 y = normalised_log_values(values, rows, n_cells, binary) / sd[cols]
                 # members x (y / sd) over the non-zero entries, minus members x (mean / sd)
                 offset = torch.sparse.mm(members, (mean / sd).unsqueeze(1)).squeeze(1)
@@ -779,7 +777,7 @@ class ProgramVAE(GlassVAE):
             binary = self.likelihoods[mod] == "bernoulli"
             flat = nonzero.get(mod)
             if flat is None:
-                y = normalised_log_expression(x[mod].float(), binary)
+                y = normalised_log_expression(as_dense(x[mod]).float(), binary)
                 sums = torch.sparse.mm(self._member_matrix(mod), y.T).T
                 total = y.sum(-1)
                 sq_mod = (y * y).sum(-1)
@@ -787,7 +785,7 @@ class ProgramVAE(GlassVAE):
                 n_feat = x[mod].shape[-1]
                 rows = torch.div(flat, n_feat, rounding_mode="floor")
                 cols = flat - rows * n_feat
-                values = x[mod].float().reshape(-1).take(flat)
+                values = values_at(x[mod], flat).float()
                 y = normalised_log_values(values, rows, n_cells, binary)
                 sums = self._member_sums(mod, y, rows, cols, n_cells)
                 total = y.new_zeros(n_cells).index_add_(0, rows, y)
