@@ -21,6 +21,14 @@ Every model trains in its own process so that peak memory is that model's. expiM
 the interpreter named by ``GLASSVI_EXPIMAP_PYTHON`` (default ``benchmarks/.venv-expimap/bin/
 python``, then ``/work/expimap-venv/bin/python``), an environment with ``scArches==0.6.1``; it
 is skipped, with a message, where that environment is absent. glassvi never imports scArches.
+One that works with Python 3.11: ``python -m venv benchmarks/.venv-expimap`` and ``pip install
+torch==2.13.0 scArches==0.6.1 "scvi-tools<1.2" "jax<0.4.36" "jaxlib<0.4.36" "numpyro<0.16"
+"optax<0.2.4" "flax<0.10.3" "orbax-checkpoint<0.10" "chex<0.1.88"`` (scvi-tools 1.1, which
+scArches imports, needs a jax from before 0.4.36).
+
+ProgramVI trains with its defaults (hidden decoy programs for the evidence, two de novo units
+with the hard mask, the activity anchor); only the mask mode, the soft-mask penalty and the
+group lasso are set per row.
 
 Run: ``python benchmarks/programs.py [--quick]``; writes ``benchmarks/results/programs.json``.
 """
