@@ -305,6 +305,15 @@ class _PairDot(torch.autograd.Function):
                 None,
                 None,
             )
+        if z.shape[1] == 0:
+            # no latent units (a hard-mask ProgramDecoder without de novo units):
+            # embedding_bag does not take empty embeddings
+            return (
+                torch.zeros_like(z) if ctx.needs_input_grad[0] else None,
+                torch.zeros_like(weight) if ctx.needs_input_grad[1] else None,
+                None,
+                None,
+            )
         if ctx.needs_input_grad[0]:
             by_cell = None
             if rows.numel() > 1 and not bool((rows[1:] >= rows[:-1]).all()):
