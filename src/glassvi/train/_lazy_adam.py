@@ -33,10 +33,46 @@ def _factored_kernel():
     return _kernels()[1]
 
 
+#: rows ahead of the one being updated whose value and moments are prefetched
+_PREFETCH_ROWS = 8
+
+
+def _prefetch_intrinsic():
+    """``prefetch(array, i, j)``: ask the CPU to load ``array[i, j]``'s cache line (numba)."""
+    from llvmlite import ir
+    from numba.core import cgutils, types
+    from numba.extending import intrinsic
+
+    @intrinsic
+    def prefetch(typingctx, array, i, j):
+        def codegen(context, builder, signature, args):
+            array_type = signature.args[0]
+            view = context.make_array(array_type)(context, builder, args[0])
+            address = cgutils.get_item_pointer(
+                context, builder, array_type, view, [args[1], args[2]], wraparound=False
+            )
+            i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
+            function = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
+                "llvm.prefetch.p0",
+            )  # fmt: skip
+            # (address, write, keep in all cache levels, data)
+            one, three = ir.Constant(i32, 1), ir.Constant(i32, 3)
+            builder.call(function, [builder.bitcast(address, i8p), one, three, one])
+            return context.get_dummy_value()
+
+        return types.void(array, types.intp, types.intp), codegen
+
+    return prefetch
+
+
 def _kernels():
     global _KERNELS
     if _KERNELS is None:
         import numba
+
+        prefetch = _prefetch_intrinsic()
+        ahead = _PREFETCH_ROWS
 
         # error_model="numpy": no division-by-zero checks, so the inner loop vectorises
         @numba.njit(cache=True, nogil=True, error_model="numpy")
@@ -50,10 +86,22 @@ def _kernels():
                 param[j] -= step * m / (np.sqrt(v) * scale + eps)
 
         @numba.njit(cache=True, nogil=True, error_model="numpy")
+        def _prefetch_row(param, exp_avg, exp_avg_sq, r):
+            # the rows are far apart: without this, each one waits for memory three times
+            for j in range(0, param.shape[1], 16):
+                prefetch(param, r, j)
+                prefetch(exp_avg, r, j)
+                prefetch(exp_avg_sq, r, j)
+
+        @numba.njit(cache=True, nogil=True, error_model="numpy")
         def _update_rows(
             param, exp_avg, exp_avg_sq, index, grad, beta1, beta2, c1, c2, step, scale, eps
         ):
+            for k in range(min(ahead, index.shape[0])):
+                _prefetch_row(param, exp_avg, exp_avg_sq, index[k])
             for k in range(index.shape[0]):
+                if k + ahead < index.shape[0]:
+                    _prefetch_row(param, exp_avg, exp_avg_sq, index[k + ahead])
                 r = index[k]
                 _update_row(
                     param[r], exp_avg[r], exp_avg_sq[r], grad[k], beta1, beta2, c1, c2, step,
@@ -75,8 +123,16 @@ def _kernels():
             start = np.zeros(n_rows + 1, np.int64)
             for c in columns:
                 start[c + 1] += 1
+            n_touched = 0
             for r in range(n_rows):
+                n_touched += start[r + 1] > 0
                 start[r + 1] += start[r]
+            touched = np.empty(n_touched, np.int64)
+            n_touched = 0
+            for r in range(n_rows):
+                if start[r] != start[r + 1]:
+                    touched[n_touched] = r
+                    n_touched += 1
             fill = start[:-1].copy()
             order = np.empty(columns.shape[0], np.int64)
             for e in range(columns.shape[0]):
@@ -84,9 +140,12 @@ def _kernels():
                 fill[columns[e]] += 1
             weighted = weights.shape[0] > 0
             row_grad = np.empty(grad.shape[1], np.float32)
-            for r in range(n_rows):
-                if start[r] == start[r + 1]:
-                    continue
+            for t in range(min(ahead, n_touched)):
+                _prefetch_row(param, exp_avg, exp_avg_sq, touched[t])
+            for t in range(n_touched):
+                if t + ahead < n_touched:
+                    _prefetch_row(param, exp_avg, exp_avg_sq, touched[t + ahead])
+                r = touched[t]
                 row_grad[:] = 0.0
                 for k in range(start[r], start[r + 1]):
                     e = order[k]
