@@ -112,6 +112,51 @@ def test_pair_logits_equal_the_entries_of_the_full_decoder(kind, sort_rows, comp
         torch.testing.assert_close(ours, ref)
 
 
+@pytest.mark.parametrize("covariates", ["batch", "none", "all"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_sampled_logits_equal_the_columns_and_pairs_of_the_decoder(kind, covariates):
+    # batch / none: the fused product (one gradient buffer per parameter); all: the fallback
+    decoder = _decoders()[kind]
+    gen = torch.Generator().manual_seed(4)
+    z = torch.randn(6, decoder.n_latent, generator=gen, requires_grad=True)
+    cell_offset = torch.randn(6, 1, generator=gen, requires_grad=True)
+    covs = (
+        torch.randint(0, 3, (6, 1), generator=gen),
+        torch.randint(0, 2, (6, 1), generator=gen),
+        torch.randn(6, 2, generator=gen),
+    )
+    covs = {"batch": covs[:1] + (None, None), "none": (None, None, None), "all": covs}[covariates]
+    columns = torch.tensor([0, 3, 4, 17, 22, 39])
+    rows = torch.tensor([0, 0, 2, 3, 5, 5, 5])
+    features = torch.tensor([3, 17, 0, 3, 22, 39, 8])  # 8: a pair outside the columns
+    w_eta = torch.randn(6, columns.numel(), generator=gen)
+    w_pair = torch.randn(rows.numel(), generator=gen)
+    params = [z, cell_offset, *(param for param in decoder.parameters() if param.numel())]
+
+    eta = decoder(z, *covs, features=columns) + cell_offset
+    pair = decoder.pair_logits(z, rows, features, *covs) + cell_offset[rows, 0]
+    loss = (eta * w_eta).sum() + (pair * w_pair).sum()
+    ref_grads = torch.autograd.grad(loss, params, allow_unused=True)
+    eta2, pair2 = decoder.sampled_logits(z, columns, rows, features, *covs, cell_offset)
+    loss = (eta2 * w_eta).sum() + (pair2 * w_pair).sum()
+    grads = torch.autograd.grad(loss, params, allow_unused=True)
+    torch.testing.assert_close(eta2, eta)
+    torch.testing.assert_close(pair2, pair)
+    for ours, ref, param in zip(grads, ref_grads, params):
+        zero = torch.zeros_like(param)
+        torch.testing.assert_close(zero if ours is None else ours, zero if ref is None else ref)
+    # the fused product writes one gradient per parameter: no batch offsets' gradient
+    # without a batch, none at all for an unused output
+    if covariates == "none":
+        eta2, _ = decoder.sampled_logits(z, columns, rows, features, None, None, None, None)
+        bias_grad, batch_grad = torch.autograd.grad(
+            eta2.sum(), [decoder.bias, decoder.batch_offset], allow_unused=True
+        )
+        torch.testing.assert_close(bias_grad[columns], torch.full((6,), 6.0))
+        assert bias_grad.sum() == 36.0
+        assert batch_grad is None or not batch_grad.any()
+
+
 def test_feature_memberships_lists_every_membership_of_every_listed_feature():
     from glassvi.module._program import _feature_memberships
 

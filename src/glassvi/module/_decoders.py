@@ -167,6 +167,64 @@ class LinearFeatureDecoder(nn.Module):
             eta = eta + (cont_covs.index_select(0, rows).to(eta.dtype) * slope).sum(-1)
         return eta
 
+    def sampled_logits(
+        self,
+        z: torch.Tensor,
+        columns: torch.Tensor,
+        rows: torch.Tensor,
+        features: torch.Tensor,
+        batch_index: torch.Tensor | None = None,
+        cat_covs: torch.Tensor | None = None,
+        cont_covs: torch.Tensor | None = None,
+        cell_offset: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits at ``columns`` for every cell and at the (cell, feature) pairs, together.
+
+        Equals ``(forward(z, ..., features=columns) + cell_offset[:, None], pair_logits(z,
+        rows, features, ...) + cell_offset[rows])`` up to float rounding (``cell_offset``: one
+        logit offset per cell, or ``None``). On the CPU in float32, without categorical or
+        continuous covariates, both are computed together: one matrix product gives the
+        columns' latent product, bias, batch offsets and cell offsets, and the backward pass
+        writes one gradient per parameter, the columns' rows first, the pairs' added to it.
+        """
+        if not self._fused_sampling(z, cat_covs, cont_covs):
+            eta = self(z, batch_index, cat_covs, cont_covs, columns)
+            pair = self.pair_logits(z, rows, features, batch_index, cat_covs, cont_covs)
+            if cell_offset is not None:
+                eta = eta + cell_offset.reshape(-1, 1)
+                pair = pair + cell_offset.reshape(-1).index_select(0, rows)
+            return eta, pair
+        return self._sampled_linear(z, columns, rows, features, batch_index, cell_offset)
+
+    def _fused_sampling(self, z, cat_covs, cont_covs) -> bool:
+        """Whether :meth:`sampled_logits` applies the fused computation."""
+        return (
+            z.dim() == 2
+            and (cat_covs is None or len(self.cat_offsets) == 0)
+            and (cont_covs is None or self.cont_slope is None)
+            and _compiled(z, self.bias)
+        )
+
+    def _sampled_linear(self, z, columns, rows, features, batch_index, cell_offset):
+        """The fused computation of :meth:`sampled_logits`."""
+        return self._sampled_product(
+            z, self.effective_weight(), columns, rows, features, batch_index, cell_offset
+        )
+
+    def _sampled_product(self, z, weight, columns, rows, features, batch_index, cell_offset):
+        """``z @ weight.T`` plus the offsets, at ``columns`` and at the pairs."""
+        codes = offsets = None
+        if batch_index is not None:
+            offsets = self.batch_offset
+            codes = batch_index.reshape(-1).long()
+            if offsets.shape[0] == 1:
+                codes = torch.zeros_like(codes)
+        if cell_offset is not None:
+            cell_offset = cell_offset.reshape(-1)
+        return _SampledLinear.apply(
+            z, weight, self.bias, offsets, codes, cell_offset, columns, rows, features
+        )
+
     def add_offsets(
         self,
         eta: torch.Tensor,
@@ -336,6 +394,144 @@ class _PairDot(torch.autograd.Function):
                 per_sample_weights=grad[by_row],
             )
         return grad_z, grad_weight, None, None
+
+
+_SAMPLED_KERNELS = None
+
+
+def _sampled_kernels():
+    """Compiled pair logits of :class:`_SampledLinear` and their backward pass (numba)."""
+    global _SAMPLED_KERNELS
+    if _SAMPLED_KERNELS is None:
+        import numba
+
+        @numba.njit(cache=True, nogil=True, error_model="numpy")
+        def _pairs(z, weight, bias, offsets, codes, cell_offset, rows, index):
+            n_feat = bias.shape[0]
+            out = np.empty(rows.shape[0], np.float32)
+            for e in range(rows.shape[0]):
+                r, i = rows[e], index[e]
+                zr, wr = z[r], weight[i]
+                acc = np.float32(0.0)
+                for k in range(zr.shape[0]):
+                    acc += zr[k] * wr[k]
+                acc += bias[i]
+                if offsets.shape[0] > 0:
+                    acc += offsets[codes[r] * n_feat + i]
+                if cell_offset.shape[0] > 0:
+                    acc += cell_offset[r]
+                out[e] = acc
+            return out
+
+        @numba.njit(cache=True, nogil=True, error_model="numpy")
+        def _pairs_backward(
+            z, weight, codes, rows, index, grad, grad_z, grad_weight, grad_bias, grad_offsets,
+            grad_cell,
+        ):  # fmt: skip
+            n_feat = grad_bias.shape[0]
+            for e in range(rows.shape[0]):
+                g, r, i = grad[e], rows[e], index[e]
+                for k in range(z.shape[1]):
+                    grad_z[r, k] += g * weight[i, k]
+                for k in range(z.shape[1]):
+                    grad_weight[i, k] += g * z[r, k]
+                grad_bias[i] += g
+                if grad_offsets.shape[0] > 0:
+                    grad_offsets[codes[r] * n_feat + i] += g
+                if grad_cell.shape[0] > 0:
+                    grad_cell[r] += g
+
+        _SAMPLED_KERNELS = (_pairs, _pairs_backward)
+    return _SAMPLED_KERNELS
+
+
+class _SampledLinear(torch.autograd.Function):
+    """Logits of a linear decoder at drawn columns (every cell) and at (cell, feature) pairs.
+
+    ``eta[c, j] = z[c] . weight[columns[j]] + bias[columns[j]] + offsets[codes[c], columns[j]]
+    + cell_offset[c]`` is one matrix product of ``[z, one_hot(codes), cell_offset, 1]`` with
+    the columns' ``[weight, offsets.T, 1, bias]``; ``pair[e]`` is the same sum at cell
+    ``rows[e]`` and feature ``index[e]`` (one compiled pass). ``offsets``/``codes`` and
+    ``cell_offset`` may be ``None``. The backward pass forms one gradient per parameter:
+    the columns' rows from one matrix product, then the pairs' added in place. CPU float32.
+    """
+
+    @staticmethod
+    def forward(ctx, z, weight, bias, offsets, codes, cell_offset, columns, rows, index):
+        n_cells, n_latent = z.shape
+        z = z.contiguous()
+        weight = weight.contiguous()
+        design = [z]
+        table = [weight.index_select(0, columns)]
+        if offsets is not None:
+            design.append(F.one_hot(codes, offsets.shape[0]).to(z.dtype))
+            table.append(offsets.index_select(1, columns).t())
+        if cell_offset is not None:
+            design.append(cell_offset.reshape(-1, 1))
+            table.append(z.new_ones(columns.numel(), 1))
+        design.append(z.new_ones(n_cells, 1))
+        table.append(bias.index_select(0, columns).unsqueeze(1))
+        design, table = torch.cat(design, 1), torch.cat(table, 1)
+        eta = design @ table.t()
+        empty = z.new_zeros(0)
+        flat_offsets = empty if offsets is None else offsets.detach().contiguous().view(-1)
+        cells = empty if cell_offset is None else cell_offset.detach().contiguous()
+        pair = torch.from_numpy(
+            _sampled_kernels()[0](
+                z.detach().numpy(),
+                weight.detach().numpy(),
+                bias.detach().numpy(),
+                flat_offsets.numpy(),
+                (codes if codes is not None else rows[:0]).numpy(),
+                cells.numpy(),
+                rows.numpy(),
+                index.numpy(),
+            )
+        )
+        ctx.save_for_backward(z, weight, design, table, codes, columns, rows, index)
+        ctx.n_offsets = 0 if offsets is None else offsets.shape[0]
+        ctx.has_cell_offset = cell_offset is not None
+        return eta, pair
+
+    @staticmethod
+    def backward(ctx, grad_eta, grad_pair):
+        z, weight, design, table, codes, columns, rows, index = ctx.saved_tensors
+        n_latent, n_feat, n_off = z.shape[1], weight.shape[0], ctx.n_offsets
+        grad_eta = grad_eta.contiguous()
+        # columns' rows of every parameter, and of z, from two matrix products
+        grad_table = grad_eta.t() @ design
+        grad_z = grad_eta @ table[:, :n_latent]
+        grad_weight = z.new_zeros(weight.shape).index_copy_(0, columns, grad_table[:, :n_latent])
+        grad_bias = z.new_zeros(n_feat).index_copy_(0, columns, grad_table[:, -1])
+        grad_offsets = z.new_zeros(n_off, n_feat)
+        if n_off:
+            grad_offsets.index_copy_(1, columns, grad_table[:, n_latent : n_latent + n_off].t())
+        grad_cell = grad_eta.sum(1) if ctx.has_cell_offset else z.new_zeros(0)
+        _sampled_kernels()[1](
+            z.detach().numpy(),
+            weight.detach().numpy(),
+            (codes if codes is not None else rows[:0]).numpy(),
+            rows.numpy(),
+            index.numpy(),
+            grad_pair.contiguous().numpy(),
+            grad_z.numpy(),
+            grad_weight.numpy(),
+            grad_bias.numpy(),
+            grad_offsets.view(-1).numpy(),
+            grad_cell.numpy(),
+        )
+        needs = ctx.needs_input_grad
+        return (
+            grad_z if needs[0] else None,
+            grad_weight if needs[1] else None,
+            grad_bias if needs[2] else None,
+            grad_offsets if n_off and needs[3] else None,
+            None,
+            grad_cell if ctx.has_cell_offset and needs[5] else None,
+            None,
+            None,
+            None,
+        )
 
 
 def _add_category_offset(eta: torch.Tensor, codes: torch.Tensor, offsets: torch.Tensor):

@@ -334,6 +334,24 @@ class ProgramDecoder(LinearFeatureDecoder):
         products = z.reshape(-1).index_select(0, flat) * self.program_values.index_select(0, entry)
         return eta.index_add(0, owner, products)
 
+    def _fused_sampling(self, z, cat_covs, cont_covs) -> bool:
+        return self.indexed and super()._fused_sampling(z, cat_covs, cont_covs)
+
+    def _sampled_linear(self, z, columns, rows, features, batch_index, cell_offset):
+        # the de novo units and the offsets fused; the programs' part added membership by
+        # membership, at the columns and at the pairs
+        eta, pair = self._sampled_product(
+            z[:, self.n_programs :], self.weight, columns, rows, features, batch_index, cell_offset
+        )
+        owner, entry = _feature_memberships(self._crow, self._n_members, columns)
+        programs = self.program_cols.index_select(0, entry)
+        products = z.index_select(-1, programs) * self.program_values.index_select(0, entry)
+        eta = eta.index_add_(-1, owner, products)
+        owner, entry = _feature_memberships(self._crow, self._n_members, features)
+        flat = rows.index_select(0, owner) * z.shape[-1] + self.program_cols.index_select(0, entry)
+        products = z.reshape(-1).index_select(0, flat) * self.program_values.index_select(0, entry)
+        return eta, pair.index_add_(0, owner, products)
+
     def _subset_product(self, z: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
         """``z`` times the weights of ``features`` (programs and de novo units), cells x features.
 

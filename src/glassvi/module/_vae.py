@@ -619,10 +619,10 @@ class GlassVAE(BaseModuleClass):
         columns = draw_features(
             n_feat, self.zero_sample_fraction, self._feature_generator(z.device), z.device
         )
-        eta = decoder(z, batch_index, cat_covs, cont_covs, columns) + offset
         rows = torch.div(ones, n_feat, rounding_mode="floor")
-        pair = decoder.pair_logits(z, rows, ones - rows * n_feat, batch_index, cat_covs, cont_covs)
-        pair = pair + offset.reshape(-1)[rows]
+        eta, pair = decoder.sampled_logits(
+            z, columns, rows, ones - rows * n_feat, batch_index, cat_covs, cont_covs, offset
+        )
         return SampledBernoulli(eta, columns, self.zero_sample_fraction, pair, ones)
 
     # ----------------------------------------------------------------------------- loss
