@@ -9,6 +9,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .._compiled import prefetch_intrinsic
 from ._sparse_input import _argsort, _numba_available
 
 
@@ -405,11 +406,22 @@ def _sampled_kernels():
     if _SAMPLED_KERNELS is None:
         import numba
 
+        prefetch = prefetch_intrinsic()
+        ahead = 16
+
         @numba.njit(cache=True, nogil=True, error_model="numpy")
         def _pairs(z, weight, bias, offsets, codes, cell_offset, rows, index):
             n_feat = bias.shape[0]
-            out = np.empty(rows.shape[0], np.float32)
-            for e in range(rows.shape[0]):
+            n_pairs = rows.shape[0]
+            out = np.empty(n_pairs, np.float32)
+            for e in range(n_pairs):
+                if e + ahead < n_pairs:
+                    # the pairs' features are far apart: load their parameters early
+                    i = index[e + ahead]
+                    prefetch(weight, i * weight.shape[1])
+                    prefetch(bias, i)
+                    if offsets.shape[0] > 0:
+                        prefetch(offsets, codes[rows[e + ahead]] * n_feat + i)
                 r, i = rows[e], index[e]
                 zr, wr = z[r], weight[i]
                 acc = np.float32(0.0)
@@ -429,7 +441,15 @@ def _sampled_kernels():
             grad_cell,
         ):  # fmt: skip
             n_feat = grad_bias.shape[0]
-            for e in range(rows.shape[0]):
+            n_pairs = rows.shape[0]
+            for e in range(n_pairs):
+                if e + ahead < n_pairs:
+                    i = index[e + ahead]
+                    prefetch(weight, i * weight.shape[1])
+                    prefetch(grad_weight, i * weight.shape[1])
+                    prefetch(grad_bias, i)
+                    if grad_offsets.shape[0] > 0:
+                        prefetch(grad_offsets, codes[rows[e + ahead]] * n_feat + i)
                 g, r, i = grad[e], rows[e], index[e]
                 for k in range(z.shape[1]):
                     grad_z[r, k] += g * weight[i, k]

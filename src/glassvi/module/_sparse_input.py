@@ -28,6 +28,8 @@ from torch import nn
 from torch.distributions import Normal
 from torch.nn import functional as F
 
+from .._compiled import numba_available
+
 
 class SparseBlock(NamedTuple):
     """Non-zero entries of a block of encoder input columns (one minibatch).
@@ -370,11 +372,7 @@ _ROWS_KERNEL = None
 
 
 def _numba_available() -> bool:
-    try:
-        import numba  # noqa: F401
-    except ImportError:  # pragma: no cover - numba is a dependency
-        return False
-    return True
+    return numba_available()
 
 
 def _rows_kernel():

@@ -20,6 +20,8 @@ import math
 import numpy as np
 import torch
 
+from .._compiled import numba_available, prefetch_intrinsic
+
 _KERNELS = None
 
 
@@ -37,41 +39,12 @@ def _factored_kernel():
 _PREFETCH_ROWS = 8
 
 
-def _prefetch_intrinsic():
-    """``prefetch(array, i, j)``: ask the CPU to load ``array[i, j]``'s cache line (numba)."""
-    from llvmlite import ir
-    from numba.core import cgutils, types
-    from numba.extending import intrinsic
-
-    @intrinsic
-    def prefetch(typingctx, array, i, j):
-        def codegen(context, builder, signature, args):
-            array_type = signature.args[0]
-            view = context.make_array(array_type)(context, builder, args[0])
-            address = cgutils.get_item_pointer(
-                context, builder, array_type, view, [args[1], args[2]], wraparound=False
-            )
-            i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
-            function = cgutils.get_or_insert_function(
-                builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
-                "llvm.prefetch.p0",
-            )  # fmt: skip
-            # (address, write, keep in all cache levels, data)
-            one, three = ir.Constant(i32, 1), ir.Constant(i32, 3)
-            builder.call(function, [builder.bitcast(address, i8p), one, three, one])
-            return context.get_dummy_value()
-
-        return types.void(array, types.intp, types.intp), codegen
-
-    return prefetch
-
-
 def _kernels():
     global _KERNELS
     if _KERNELS is None:
         import numba
 
-        prefetch = _prefetch_intrinsic()
+        prefetch = prefetch_intrinsic()
         ahead = _PREFETCH_ROWS
 
         # error_model="numpy": no division-by-zero checks, so the inner loop vectorises
@@ -88,10 +61,11 @@ def _kernels():
         @numba.njit(cache=True, nogil=True, error_model="numpy")
         def _prefetch_row(param, exp_avg, exp_avg_sq, r):
             # the rows are far apart: without this, each one waits for memory three times
-            for j in range(0, param.shape[1], 16):
-                prefetch(param, r, j)
-                prefetch(exp_avg, r, j)
-                prefetch(exp_avg_sq, r, j)
+            n = param.shape[1]
+            for j in range(r * n, (r + 1) * n, 16):
+                prefetch(param, j)
+                prefetch(exp_avg, j)
+                prefetch(exp_avg_sq, j)
 
         @numba.njit(cache=True, nogil=True, error_model="numpy")
         def _update_rows(
@@ -162,11 +136,7 @@ def _kernels():
 
 def lazy_adam_available() -> bool:
     """Whether the compiled row update can be used (numba importable)."""
-    try:
-        import numba  # noqa: F401
-    except ImportError:  # pragma: no cover - numba is a dependency
-        return False
-    return True
+    return numba_available()
 
 
 def lazy_adam_rows_(
