@@ -11,7 +11,8 @@ other decoys), the single-gene program's call and effective genes, and the cost:
 CPU time and the training CPU time with decoys over that without them (same seed), with the
 marker programs' AUROC for their cell type with and without decoys (do decoys hurt?).
 
-Run: ``python benchmarks/evidence.py [--quick] [--out results/evidence.json]``.
+Run: ``python benchmarks/evidence.py [--quick] [--out results/evidence.json] [--seeds ...]
+[--datasets ...] [--model-kwargs JSON]``.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ import torch
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parent.parent / "shared" / "data"
 FDR = 0.1
+#: ProgramVI options of every model trained here (``--model-kwargs``)
+MODEL_KWARGS: dict = {}
 
 # Marker programs written for this benchmark (common knowledge of PBMC and tumour-infiltrating
 # immune cell types), restricted later to the genes each data set measures.
@@ -87,7 +90,8 @@ def _train(adata, seed: int, epochs: int, n_decoys=None, **setup):
 
     scvi.settings.seed = seed
     ProgramVI.setup_anndata(adata, **setup)
-    model = ProgramVI(adata) if n_decoys is None else ProgramVI(adata, n_decoys=n_decoys)
+    kwargs = dict(MODEL_KWARGS) if n_decoys is None else {**MODEL_KWARGS, "n_decoys": n_decoys}
+    model = ProgramVI(adata, **kwargs)
     # CPU time of this process: wall time on a shared machine says more about the neighbours
     start = time.process_time()
     model.train(max_epochs=epochs, batch_size=128, enable_progress_bar=False)
@@ -112,6 +116,15 @@ def _decoy_false_calls(table) -> float:
     )
     # decoys alone: every call is false, so BH among them is the familywise view
     return float(np.mean(benjamini_hochberg(p) <= FDR))
+
+
+def _decoy_summary(table) -> dict:
+    """Location and spread of the decoys' coherence (the null's raw statistic)."""
+    null = np.asarray(table.attrs["decoy_coherence"])
+    return {
+        "decoy_coherence_median": float(np.median(null)),
+        "decoy_coherence_sd": float(null.std()),
+    }
 
 
 def simulation(seed: int, quick: bool) -> dict:
@@ -160,6 +173,7 @@ def simulation(seed: int, quick: bool) -> dict:
         "false_calls_unused": float(table["significant"][unused].mean()),
         "false_calls_by_kind": {k: float(v) for k, v in called.items() if k != "used"},
         "false_calls_decoys": _decoy_false_calls(table),
+        **_decoy_summary(table),
         "unused_pvalue_le_0.1": float((table["pvalue"][unused] <= 0.1).mean()),
         "unused_median_pvalue": float(table["pvalue"][unused].median()),
         "train_s": train_s,
@@ -229,10 +243,12 @@ def real(name: str, seed: int, quick: bool) -> dict:
         "marker_fdr": {m: float(table.loc[m, "fdr"]) for m in marker_names},
         "hallmark_called": int(table.loc[hallmark, "significant"].sum()),
         "n_hallmark": len(hallmark),
+        "hallmark_called_names": [p for p in hallmark if table.loc[p, "significant"]],
         "single_gene_called": bool(single["significant"]),
         "single_gene_effective_genes": float(single["effective_genes"]),
         "single_gene_ok": bool((not single["significant"]) or single["effective_genes"] < 3),
         "false_calls_decoys": _decoy_false_calls(table),
+        **_decoy_summary(table),
         "called_with_few_genes": [
             str(p) for p in table.index[table["significant"] & (table["effective_genes"] < 3)]
         ],
@@ -254,21 +270,36 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="one seed, fewer epochs")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "evidence.json")
     parser.add_argument("--seeds", type=int, nargs="*", default=None, help="seeds to run")
+    parser.add_argument(
+        "--model-kwargs",
+        type=json.loads,
+        default=None,
+        help="ProgramVI options as JSON, e.g. '{\"anchor_hidden\": false}'",
+    )
+    parser.add_argument(
+        "--datasets",
+        nargs="+",
+        default=["simulation", "pbmc68k", "immune1k"],
+        choices=["simulation", "pbmc68k", "immune1k"],
+    )
     args = parser.parse_args()
+    MODEL_KWARGS.update(args.model_kwargs or {})
     torch.set_num_threads(1)
     _quiet()
     seeds = args.seeds if args.seeds else ([0] if args.quick else [0, 1, 2])
     from _common import machine
 
     result: dict = {"fdr": FDR, "seeds": seeds, "machine": machine(), "quick": args.quick}
-    sim = [simulation(s, args.quick) for s in seeds]
-    print("simulation", json.dumps(sim, indent=1), flush=True)
-    result["simulation"] = sim
-    for name in ("pbmc68k", "immune1k"):
-        runs = [real(name, s, args.quick) for s in seeds]
+    if MODEL_KWARGS:
+        result["model_kwargs"] = dict(MODEL_KWARGS)
+    for name in args.datasets:
+        if name == "simulation":
+            runs = [simulation(s, args.quick) for s in seeds]
+        else:
+            runs = [real(name, s, args.quick) for s in seeds]
         print(name, json.dumps(runs, indent=1), flush=True)
         result[name] = runs
-    every = sim + result["pbmc68k"] + result["immune1k"]
+    every = [r for name in args.datasets for r in result[name]]
     result["cost"] = {
         "train_with_decoys_over_without": [r["train_s"] / r["train_no_decoys_s"] for r in every],
         "evidence_over_train": [r["evidence_s"] / r["train_s"] for r in every],

@@ -21,7 +21,8 @@ cortex (a stratified subsample of ``--cortex-cells`` cells, 1,000 by default; ``
 Hallmark matched case-insensitively). Marker programs need at least 3 genes present and 8 cells
 of their type.
 
-Run: ``python benchmarks/programs_real.py [--quick] [--datasets ...] [--update] [--ablation]``;
+Run: ``python benchmarks/programs_real.py [--quick] [--datasets ...] [--update] [--ablation]
+[--seeds ...] [--modes ...] [--model-kwargs JSON]``;
 writes ``benchmarks/results/programs_real.json`` (after every data set).
 """
 
@@ -401,12 +402,20 @@ def main() -> None:
     parser.add_argument(
         "--activities", type=Path, default=None, help="also write every ProgramVI activity here"
     )
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--modes", nargs="+", default=["hard", "soft"], choices=["hard", "soft"])
+    parser.add_argument(
+        "--model-kwargs",
+        type=json.loads,
+        default=None,
+        help="ProgramVI options as JSON, e.g. '{\"anchor_hidden\": false}'",
+    )
     args = parser.parse_args()
     sys.path.insert(0, str(HERE))
     from _common import machine
 
-    seeds = (0, 1, 2)
-    modes = ("hard", "soft")
+    seeds = tuple(args.seeds)
+    modes = tuple(args.modes)
     datasets = args.datasets or (
         ["pbmc68k", "simulated"] if args.quick else ["pbmc68k", "immune1k", "cortex", "simulated"]
     )
@@ -415,16 +424,21 @@ def main() -> None:
     if args.update and args.out.exists():
         result = json.loads(args.out.read_text())
     result.update({"seeds": list(seeds), "epochs": max_epochs or "default"})
+    if args.model_kwargs:
+        result["model_kwargs"] = args.model_kwargs
     args.out.parent.mkdir(parents=True, exist_ok=True)
     for name in datasets:
         if name == "simulated":
-            result[name] = run_simulated(seeds, modes, args.quick, max_epochs=max_epochs)
+            result[name] = run_simulated(
+                seeds, modes, args.quick, max_epochs=max_epochs, model_kwargs=args.model_kwargs
+            )
         else:
             result[name] = run_dataset(
                 name,
                 seeds,
                 modes,
                 max_epochs=max_epochs,
+                model_kwargs=args.model_kwargs,
                 ablation=args.ablation,
                 activities_dir=args.activities,
                 n_cortex=args.cortex_cells,

@@ -59,7 +59,7 @@ def _build_parser() -> argparse.ArgumentParser:
         help=(
             "de novo units of --model program: unnamed units that may use any gene and take the "
             "signal no program explains; listed apart from the programs, with no evidence test "
-            "(default: ProgramVI's, 2 with its hard mask; 0 trains none)"
+            "(default: ProgramVI's, 2; 0 trains none)"
         ),
     )
     run.add_argument(

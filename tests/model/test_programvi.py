@@ -190,7 +190,7 @@ def test_quality_on_planted_programs_with_noisy_mask():
 
     soft = ProgramVI(adata, mask_mode="soft", soft_penalty=0.5)
     soft.train(max_epochs=40, batch_size=128, **TRAIN_KW)
-    weights = soft.get_program_weights().to_numpy()
+    weights = soft.get_program_weights()[soft.program_names].to_numpy()  # no de novo units
     outside = ~mask.to_numpy()
     assert (weights[outside] == 0).mean() > 0.5  # the proximal step gives exact zeros
     rec = metrics.member_recovery(weights, truth, held_out=dropped & truth)
@@ -375,16 +375,18 @@ def test_constructor_arguments_are_checked(sim):
         ProgramVI(adata, group_lasso=-1)
     with pytest.raises(ValueError, match="n_denovo"):
         ProgramVI(adata, n_denovo=-1)
+    with pytest.raises(ValueError, match="anchor_hidden"):
+        ProgramVI(adata, anchor_hidden=2.0)
 
 
-def test_default_de_novo_units_follow_the_mask(sim, tmp_path):
-    # a hard mask gets two de novo units (signal no program explains goes there, not into the
-    # program that lists the gene); a soft mask none; an explicit value wins and is saved
+def test_default_de_novo_units_with_either_mask(sim, tmp_path):
+    # both masks get two de novo units (signal no program explains goes there, not into the
+    # programs that list the gene); an explicit value wins and is saved
     adata = sim.copy()
     ProgramVI.setup_anndata(adata)
     hard = ProgramVI(adata)
     assert hard.module.n_denovo == 2 and hard.init_params_["non_kwargs"]["n_denovo"] == 2
-    assert ProgramVI(adata, mask_mode="soft").module.n_denovo == 0
+    assert ProgramVI(adata, mask_mode="soft").module.n_denovo == 2
     assert ProgramVI(adata, mask_mode="soft", n_denovo=1).module.n_denovo == 1
     hard.train(max_epochs=1, **TRAIN_KW)
     # latent attributions cover the de novo units too (each may use every gene)

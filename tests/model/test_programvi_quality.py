@@ -89,10 +89,11 @@ def test_activities_follow_the_truth_where_programs_overlap():
     activity = model.get_program_activity()[names].to_numpy()
     r = activity_correlation(activity, adata.obsm["true_activity"])[active]
     print("activity r with the truth", r.round(2))
-    # measured 0.90 (lowest 0.77); anchored to the mean member score instead: 0.82 (lowest
-    # 0.56); decoupler MLM on the same data 0.92, scanpy score_genes 0.91
-    assert np.nanmean(r) >= 0.87
-    assert np.nanmin(r) >= 0.7
+    # measured 0.94 (lowest 0.86); with the anchor also training the encoder's hidden layers
+    # (anchor_hidden=True) 0.90 (lowest 0.77), anchored to the mean member score instead 0.82
+    # (lowest 0.56); decoupler MLM on the same data 0.92, scanpy score_genes 0.91
+    assert np.nanmean(r) >= 0.92
+    assert np.nanmin(r) >= 0.8
 
 
 #: two CD8 T programs sharing their defining genes (CD8B, CD3E) in pbmc68k

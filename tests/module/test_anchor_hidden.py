@@ -84,3 +84,17 @@ def test_anchor_hidden_false_survives_new_de_novo_units():
     with torch.no_grad():
         module.inference(**module._get_inference_input(tensors))
     assert "output_on_detached_input" not in module.z_encoder.mean_encoder.__dict__
+
+
+def test_a_share_of_the_anchor_reaches_the_hidden_layers():
+    tensors = _tensors()
+    full = _module(True)
+    _, hidden_full, rows_full = _anchor_gradients(full, tensors)
+    part = _module(0.25)
+    out, hidden_part, rows_part = _anchor_gradients(part, tensors)
+    # the hidden layers get a quarter of the anchor's gradient, the output layer all of it
+    assert hidden_part == pytest.approx(0.25 * hidden_full, rel=1e-4)
+    assert rows_part == pytest.approx(rows_full, rel=1e-4)
+    assert "output_on_detached_input" not in part.z_encoder.mean_encoder.__dict__
+    with pytest.raises(ValueError, match="anchor_hidden"):
+        _module(1.5)
