@@ -240,4 +240,4 @@ def test_n_denovo_follows_the_model_default():
     assert parser.parse_args(["run"]).n_denovo is None
     assert parser.parse_args(["run", "--n-denovo", "0"]).n_denovo == 0
     run = parser._subparsers._group_actions[0].choices["run"]
-    assert "2 with its hard mask" in " ".join(run.format_help().split())
+    assert "ProgramVI's, 2;" in " ".join(run.format_help().split())
