@@ -327,3 +327,126 @@ def test_joint_score_from_nonzero_positions_equals_the_dense_score(mask_mode):
                 n_decoys=1,
             )
             torch.testing.assert_close(rna_only.joint_score({"rna": x["rna"]}), dense)
+
+
+def _nested_mask(n_features=60, seed=5):
+    """Programs as in GO: exact duplicates, and parents that are unions of their children."""
+    gen = np.random.default_rng(seed)
+    children = gen.random((n_features, 8)) < 0.12
+    children[:6, 0], children[6:12, 1] = True, True
+    children[:12, 0:2] &= ~np.eye(12, 2, dtype=bool)  # keep the two children disjoint
+    children[:6, 1], children[6:12, 0] = False, False
+    parent = children[:, 0] | children[:, 1]  # = child 0 + child 1: the Gram is singular
+    decoys = gen.random((n_features, 3)) < 0.15
+    return np.column_stack([children, children[:, 2], parent, decoys])  # column 8 = column 2
+
+
+def _pinv_design(gram, n_real, anchor_ridge):
+    """The joint fit's design terms computed with eigendecomposition pseudo-inverses."""
+    size = torch.diagonal(gram)[1:]
+    plain = torch.linalg.pinv(gram[: n_real + 1, : n_real + 1], hermitian=True)
+    cross = gram[: n_real + 1, n_real + 1 :]
+    residual = torch.cat(
+        [1.0 / torch.diagonal(plain)[1:], size[n_real:] - (cross * (plain @ cross)).sum(0)]
+    )
+    centred = size - gram[0, 1:] ** 2 / gram[0, 0]
+    r2 = torch.where(centred > 1e-9, 1.0 - residual / centred, 0.0).clamp(0.0, 0.99)
+    ridge = torch.cat([torch.zeros(1, dtype=gram.dtype), size * (r2 / (1.0 - r2)) ** 2])
+    ridge = anchor_ridge * ridge
+    inverse = torch.linalg.pinv(
+        gram[: n_real + 1, : n_real + 1] + torch.diag(ridge[: n_real + 1]), hermitian=True
+    )
+    own = size[n_real:] + ridge[n_real + 1 :]
+    return inverse, cross, (own - (cross * (inverse @ cross)).sum(0)).clamp(min=1e-6)
+
+
+@pytest.mark.parametrize("singular", [False, True])
+def test_psd_pinv_equals_the_eigendecomposition_pseudo_inverse(singular):
+    from glassvi.module._linalg import psd_pinv
+
+    mask = _nested_mask()
+    if not singular:
+        mask = mask[:, :8]
+    design = np.column_stack([np.ones(len(mask)), mask]).astype(float)
+    gram = design.T @ design
+    assert (np.linalg.matrix_rank(gram) < len(gram)) == singular
+    builds = []
+
+    def build():
+        builds.append(1)
+        return gram.copy()
+
+    got = psd_pinv(build)
+    expected = torch.linalg.pinv(torch.from_numpy(gram), hermitian=True).numpy()
+    np.testing.assert_allclose(got, expected, atol=1e-10 * np.abs(expected).max())
+    np.testing.assert_array_equal(got, got.T)
+    # a positive definite matrix is factorised once, in its own storage
+    assert len(builds) == (3 if singular else 1)
+
+
+@pytest.mark.parametrize("anchor_tvalue", [False, True])
+def test_joint_design_factorises_without_eigendecompositions_and_keeps_the_fit(
+    anchor_tvalue, monkeypatch
+):
+    mask = _nested_mask()
+    n_decoys = 3
+    x = torch.from_numpy(_counts(n_cells=30, n_features=len(mask), seed=3))
+    module = ProgramVAE(
+        {"rna": len(mask)},
+        {"rna": "X"},
+        {"rna": "nb"},
+        {"rna": torch.from_numpy(mask)},
+        activity_anchor=1.0,
+        n_decoys=n_decoys,
+        anchor_tvalue=anchor_tvalue,
+    )
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the joint design eigendecomposes a (k + 1) x (k + 1) matrix")
+
+    # an eigendecomposition costs ~9 k^3 flops and three k x k float64 arrays: at 5,233 GO BP
+    # programs that was 35 s (one thread) and 1.3 GiB, twice per model
+    with monkeypatch.context() as patch:
+        for name in ("pinv", "eigh", "eigvalsh", "svd"):
+            patch.setattr(torch.linalg, name, refuse)
+            patch.setattr(np.linalg, name, refuse)
+        score = module.joint_score({"rna": x})
+    n_real = mask.shape[1] - n_decoys
+    inverse, cross, residual, gram, n_total = module._joint_design_cache
+    assert inverse.dtype == torch.float32 and inverse.shape == (n_real + 1, n_real + 1)
+    assert (gram is not None) == anchor_tvalue  # the Gram matrix is kept only for t-values
+
+    design = np.column_stack([np.ones(len(mask)), mask]).astype(float)
+    reference = _pinv_design(torch.from_numpy(design.T @ design), n_real, module.anchor_ridge)
+    torch.testing.assert_close(inverse, reference[0].float(), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(cross, reference[1].float())
+    torch.testing.assert_close(residual, reference[2].float(), rtol=1e-5, atol=1e-5)
+    module._joint_design_cache = tuple(t.float() for t in reference) + (
+        torch.from_numpy(design.T @ design)[: n_real + 1, : n_real + 1].float(),
+        float(len(mask)),
+    )
+    torch.testing.assert_close(score, module.joint_score({"rna": x}), rtol=1e-4, atol=1e-4)
+    # the duplicated program's target is its original's
+    torch.testing.assert_close(score[:, 8], score[:, 2])
+
+
+def test_compiled_member_sums_equal_the_torch_path(monkeypatch):
+    import glassvi.module._program as program
+
+    gen = np.random.default_rng(6)
+    x = torch.from_numpy((gen.random((25, 40)) < 0.3) * gen.integers(1, 5, (25, 40))).float()
+    flat = torch.from_numpy(np.flatnonzero(x.numpy().reshape(-1)))
+    for mask_mode in ("hard", "soft"):
+        module = ProgramVAE(
+            {"rna": 40},
+            {"rna": "X"},
+            {"rna": "nb"},
+            {"rna": torch.from_numpy(gen.random((40, 6)) < 0.3)},
+            mask_mode=mask_mode,
+            activity_anchor=1.0,
+            n_decoys=2,
+        )
+        compiled = module.joint_score({"rna": x}, {"rna": flat})
+        monkeypatch.setattr(program, "_compiled", lambda *tensors: False)
+        torch.testing.assert_close(module.joint_score({"rna": x}, {"rna": flat}), compiled)
+        monkeypatch.undo()

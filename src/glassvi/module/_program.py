@@ -7,18 +7,22 @@ import warnings
 from collections.abc import Mapping
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from ._anchor import anchor_loss, normalised_log_expression, normalised_log_values
-from ._decoders import LinearFeatureDecoder, _PairDot
+from ._decoders import LinearFeatureDecoder, _compiled, _PairDot
 from ._distributions import as_dense, nonzero_key, values_at
+from ._linalg import psd_pinv
 from ._surgery import freeze_columns_hook, freeze_rows_hook, program_mask_from_state
 from ._vae import GlassVAE
 
 #: what program activities can be anchored to (``ProgramVAE(anchor_target=...)``)
 ANCHOR_TARGETS = ("joint", "mean")
+#: programs per block when the joint fit's Gram matrix is built from the sparse memberships
+_GRAM_BLOCK = 256
 
 
 def _csr(crow, col, values, shape) -> torch.Tensor:
@@ -432,32 +436,101 @@ def _keep_detached_output(layer: nn.Linear, inputs: tuple, output: torch.Tensor)
         layer.output_on_detached_input = F.linear(inputs[0].detach(), layer.weight, layer.bias)
 
 
+_MEMBER_SUMS_KERNEL = None
+
+
+def _member_sums_kernel():
+    """Compiled :meth:`ProgramVAE._member_sums` on CPU float32 (numba, built on first use)."""
+    global _MEMBER_SUMS_KERNEL
+    if _MEMBER_SUMS_KERNEL is None:
+        import numba
+
+        @numba.njit(cache=True, nogil=True, error_model="numpy")
+        def _sums(rows, cols, values, crow, programs, n_cells, n_programs):
+            out = np.zeros((n_cells, n_programs), np.float32)
+            for e in range(rows.shape[0]):
+                row, value = rows[e], values[e]
+                for q in range(crow[cols[e]], crow[cols[e] + 1]):
+                    out[row, programs[q]] += value
+            return out
+
+        _MEMBER_SUMS_KERNEL = _sums
+    return _MEMBER_SUMS_KERNEL
+
+
+def _ridge_from_fit(
+    size: np.ndarray,
+    intercept: np.ndarray,
+    n_total: float,
+    real_residual: np.ndarray,
+    decoy_residual: np.ndarray,
+) -> np.ndarray:
+    """:func:`collinearity_ridge` from each program's residual sum of squares.
+
+    ``size`` and ``intercept`` are the programs' diagonal and intercept entries of the Gram
+    matrix (annotated programs, then decoys), ``n_total`` its intercept entry, and the
+    residuals those of each annotated program regressed on the other columns and of each decoy
+    regressed on the annotated design.
+    """
+    residual = np.concatenate([real_residual, decoy_residual])
+    centred = size - intercept**2 / max(n_total, 1e-12)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r2 = np.where(centred > 1e-9, 1.0 - residual / np.maximum(centred, 1e-9), 0.0)
+    r2 = np.clip(r2, 0.0, 0.99)
+    return np.concatenate([[0.0], size * (r2 / (1.0 - r2)) ** 2])
+
+
+def _quadratic_forms(matrix: np.ndarray, columns: np.ndarray) -> np.ndarray:
+    """``c^T A c`` for every column ``c`` of ``columns``, by blocks of columns (no big copy)."""
+    out = np.empty(columns.shape[1])
+    for start in range(0, columns.shape[1], _GRAM_BLOCK):
+        block = columns[:, start : start + _GRAM_BLOCK]
+        out[start : start + _GRAM_BLOCK] = (block * (matrix @ block)).sum(0)
+    return out
+
+
 def collinearity_ridge(gram: torch.Tensor, n_real: int) -> torch.Tensor:
     """Ridge of every program in the joint fit, before the ``anchor_ridge`` factor.
 
     ``gram`` is ``D^T W D`` for the design ``D`` = [intercept, the ``n_real`` annotated
     programs, then any decoys]. A program's ridge is ``n_members * (VIF - 1)**2``, where the
     variance inflation factor ``VIF = 1 / (1 - R^2)`` and ``R^2`` is the share of its
-    (centred) membership that the other annotated programs explain; a decoy's ``R^2`` is
-    against all annotated programs, as if it were added alone. A program whose members are
-    its own gets (almost) no ridge and keeps its least-squares coefficient; one whose members
-    other programs also hold, whose coefficient the fit cannot pin down, is pulled towards 0
-    (towards its members' summed expression). The intercept gets none.
+    (centred) membership that the other annotated programs explain: its residual sum of squares
+    is ``1 / (D^T W D)^+_kk``, with the pseudo-inverse of the annotated design's Gram matrix
+    (:func:`glassvi.module._linalg.psd_pinv`); a decoy's ``R^2`` is against all annotated
+    programs, as if it were added alone. A program whose members are its own gets (almost) no
+    ridge and keeps its least-squares coefficient; one whose members other programs also hold,
+    whose coefficient the fit cannot pin down, is pulled towards 0 (towards its members'
+    summed expression). The intercept gets none.
+
+    Parameters
+    ----------
+    gram
+        ``(k + 1, k + 1)`` Gram matrix of the design.
+    n_real
+        Number of annotated programs (the first columns after the intercept).
+
+    Returns
+    -------
+    ``(k + 1,)`` float64 ridge (0 for the intercept).
+
+    Examples
+    --------
+    >>> members = torch.tensor([[1.0, 1, 1, 1, 0, 0, 0, 0],  # holds all of the next one
+    ...                         [1.0, 1, 1, 0, 0, 0, 0, 0],
+    ...                         [0.0, 0, 0, 0, 1, 1, 0, 0]])
+    >>> design = torch.cat([torch.ones(8, 1), members.T], dim=1)
+    >>> collinearity_ridge(design.T @ design, n_real=3)
+    tensor([ 0.0000, 16.0000,  6.7500,  0.5000], dtype=torch.float64)
     """
-    gram = gram.to(torch.float64)
-    size = torch.diagonal(gram).clone()
-    real = gram[: n_real + 1, : n_real + 1]
-    plain = torch.linalg.pinv(real, hermitian=True)
-    # residual sum of squares of each real column regressed on the other columns
-    residual = 1.0 / torch.diagonal(plain)[1:].clamp(min=1e-12)
-    cross = gram[: n_real + 1, n_real + 1 :]
-    residual = torch.cat([residual, size[n_real + 1 :] - (cross * (plain @ cross)).sum(0)])
-    centred = size[1:] - gram[0, 1:] ** 2 / gram[0, 0].clamp(min=1e-12)
-    r2 = torch.where(centred > 1e-9, 1.0 - residual / centred.clamp(min=1e-9), 0.0)
-    r2 = r2.clamp(0.0, 0.99)
-    ridge = torch.zeros_like(size)
-    ridge[1:] = size[1:] * (r2 / (1.0 - r2)) ** 2
-    return ridge
+    g = gram.detach().to(device="cpu", dtype=torch.float64).numpy()
+    size = np.diagonal(g)[1:].copy()
+    plain = psd_pinv(lambda: g[: n_real + 1, : n_real + 1].copy())
+    real_residual = 1.0 / np.maximum(np.diagonal(plain)[1:], 1e-12)
+    cross = g[: n_real + 1, n_real + 1 :]
+    decoy_residual = size[n_real:] - (cross * (plain @ cross)).sum(0)
+    ridge = _ridge_from_fit(size, g[0, 1:], float(g[0, 0]), real_residual, decoy_residual)
+    return torch.from_numpy(ridge).to(gram.device)
 
 
 class ProgramVAE(GlassVAE):
@@ -566,6 +639,9 @@ class ProgramVAE(GlassVAE):
     """
 
     _decoder_cls = ProgramDecoder
+    #: minibatch key of the anchor's targets when the data loader passes them, computed once
+    #: before training (:meth:`anchor_score` depends on the data only); else computed per step
+    anchor_target_key = "anchor_target"
 
     def __init__(
         self,
@@ -669,6 +745,10 @@ class ProgramVAE(GlassVAE):
             (self.n_programs, dec.n_features),
             check_invariants=False,
         ).coalesce()
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+            # CSR: its product with a dense minibatch is ~3x faster than COO's
+            matrix = matrix.to_sparse_csr()
         self._member_matrices[mod] = matrix
         return matrix
 
@@ -693,6 +773,19 @@ class ProgramVAE(GlassVAE):
                 cached = (crow, n_members, programs)
                 self._member_indices[mod] = cached
             crow, n_members, programs = cached
+        if _compiled(y):
+            # entry by entry into the programs of its feature, without the (entry, membership)
+            # index arrays of the torch path below; the same sums, added in the same order
+            sums = _member_sums_kernel()(
+                rows.numpy(),
+                cols.numpy(),
+                y.detach().numpy(),
+                crow.cpu().numpy(),
+                programs.cpu().numpy(),
+                n_cells,
+                self.n_programs,
+            )
+            return torch.from_numpy(sums)
         owner, entry = _feature_memberships(crow, n_members, cols)
         flat = rows.index_select(0, owner) * self.n_programs + programs.index_select(0, entry)
         sums = y.new_zeros(n_cells * self.n_programs).index_add_(0, flat, y.index_select(0, owner))
@@ -755,50 +848,98 @@ class ProgramVAE(GlassVAE):
             return self.member_score(x, nonzero)
         return self.joint_score(x, nonzero)
 
-    def _joint_design(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _scipy_members(self, mod: str) -> sp.csr_matrix:
+        """The ``(n_programs, n_features)`` 0/1 membership matrix of one modality, in SciPy."""
+        dec = self.decoders[mod]
+        if dec.indexed:
+            rows, cols = dec.program_rows, dec.program_cols
+        else:
+            rows, cols = dec.program_mask.nonzero(as_tuple=True)
+        rows, cols = rows.cpu().numpy(), cols.cpu().numpy()
+        return sp.csr_matrix(
+            (np.ones(rows.size), (cols, rows)), shape=(self.n_programs, dec.n_features)
+        )
+
+    def _joint_design(self) -> tuple:
         """Inverse Gram matrix of [intercept, annotated programs], and the decoys' terms.
 
-        Returns ``(inverse, cross, residual)``: the (pseudo-)inverse of ``D^T W D`` for the
-        design ``D`` (an intercept column and the annotated programs' memberships, all
-        modalities stacked, ``W`` the modality weights), ``D^T W d`` for every decoy ``d``
-        (columns), and each decoy's residual sum of squares ``d^T W d - (D^T W d)^T
-        (D^T W D)^+ D^T W d``.
+        Returns ``(inverse, cross, residual, gram, n_total)``: the (pseudo-)inverse of
+        ``D^T W D + ridge`` for the design ``D`` (an intercept column and the annotated
+        programs' memberships, all modalities stacked, ``W`` the modality weights),
+        ``D^T W d`` for every decoy ``d`` (columns), each decoy's residual sum of squares
+        ``d^T W d + ridge - (D^T W d)^T (D^T W D + ridge)^+ D^T W d``, ``D^T W D`` itself (only
+        with ``anchor_tvalue``, else ``None``) and the intercept's entry ``sum(W)``. Computed
+        once, in float64 on the CPU: the Gram matrix is built from the sparse memberships block
+        by block, and pseudo-inverted in place (:func:`~glassvi.module._linalg.psd_pinv`), so
+        that at most one ``(k + 1) x (k + 1)`` float64 array is held at a time.
         """
         device = self.group_weights.device
         cached = self._joint_design_cache
         if cached is not None and cached[0].device == device:
-            return cached
-        k = self.n_programs
-        gram = torch.zeros(k + 1, k + 1, dtype=torch.float64, device=device)
+            if cached[3] is not None or not self.anchor_tvalue:
+                return cached
+        n_real = self.n_programs - self.n_decoys
+        parts, n_total = [], 0.0
         for i, mod in enumerate(self.modalities):
             weight = float(self.modality_weights[i])
-            if weight == 0.0:
-                continue
-            members = self._member_matrix(mod).double()
-            sizes = self.decoders[mod].mask_sizes().to(device=device, dtype=torch.float64)
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-                overlaps = torch.sparse.mm(members, members.t().coalesce()).to_dense()
-            gram[0, 0] += weight * self.decoders[mod].n_features
-            gram[0, 1:] += weight * sizes
-            gram[1:, 0] += weight * sizes
-            gram[1:, 1:] += weight * overlaps
-        n_real = k - self.n_decoys
-        ridge = self.anchor_ridge * collinearity_ridge(gram, n_real)
-        inverse = torch.linalg.pinv(
-            gram[: n_real + 1, : n_real + 1] + torch.diag(ridge[: n_real + 1]), hermitian=True
+            if weight != 0.0:
+                parts.append((weight, self._scipy_members(mod)))
+                n_total += weight * self.decoders[mod].n_features
+        sizes = sum(w * np.asarray(m.sum(1)).ravel() for w, m in parts)
+        sizes = np.zeros(self.n_programs) if isinstance(sizes, int) else sizes
+
+        def gram_real(ridge: np.ndarray | None = None) -> np.ndarray:
+            gram = np.zeros((n_real + 1, n_real + 1))
+            gram[0, 0] = n_total
+            gram[0, 1:] = gram[1:, 0] = sizes[:n_real]
+            for weight, members in parts:
+                real = members[:n_real]
+                real_t = real.T.tocsr()
+                for start in range(0, n_real, _GRAM_BLOCK):
+                    stop = min(start + _GRAM_BLOCK, n_real)
+                    block = (real[start:stop] @ real_t).toarray()
+                    gram[start + 1 : stop + 1, 1:] += weight * block
+            if ridge is not None:
+                gram[np.diag_indices(n_real + 1)] += ridge[: n_real + 1]
+            return gram
+
+        cross = np.zeros((n_real + 1, self.n_decoys))
+        cross[0] = sizes[n_real:]
+        for weight, members in parts:
+            cross[1:] += weight * (members[:n_real] @ members[n_real:].T).toarray()
+        plain = psd_pinv(gram_real)
+        ridge = self.anchor_ridge * _ridge_from_fit(
+            sizes,
+            sizes,
+            n_total,
+            1.0 / np.maximum(np.diagonal(plain)[1:], 1e-12),
+            sizes[n_real:] - _quadratic_forms(plain, cross),
         )
-        cross = gram[: n_real + 1, n_real + 1 :]
-        own = torch.diagonal(gram)[n_real + 1 :] + ridge[n_real + 1 :]
-        residual = (own - (cross * (inverse @ cross)).sum(0)).clamp(min=1e-6)
+        del plain
+        inverse = psd_pinv(lambda: gram_real(ridge))
+        own = sizes[n_real:] + ridge[n_real + 1 :]
+        residual = np.maximum(own - _quadratic_forms(inverse, cross), 1e-6)
+        inverse = torch.from_numpy(inverse.astype(np.float32)).to(device)
+        gram = None
+        if self.anchor_tvalue:
+            gram = torch.from_numpy(gram_real().astype(np.float32)).to(device)
         self._joint_design_cache = (
-            inverse.float(),
-            cross.float(),
-            residual.float(),
-            gram[: n_real + 1, : n_real + 1].float(),
-            float(gram[0, 0]),
+            inverse,
+            torch.from_numpy(cross).float().to(device),
+            torch.from_numpy(residual).float().to(device),
+            gram,
+            float(n_total),
         )
         return self._joint_design_cache
+
+    def release_anchor_fit(self) -> None:
+        """Free the joint fit's cached matrices (rebuilt from the masks when next needed).
+
+        Examples
+        --------
+        >>> module.release_anchor_fit()  # once every cell's anchor target is known
+        """
+        self._joint_design_cache = None
 
     def joint_score(
         self,
@@ -862,11 +1003,36 @@ class ProgramVAE(GlassVAE):
             return coef[:, 1:]
         return torch.cat([coef[:, 1:], decoys], dim=1)
 
-    def anchor_penalty(self, tensors: dict, activity: torch.Tensor) -> torch.Tensor:
-        """Anchor term of the loss for a minibatch (see ``activity_anchor``)."""
+    def anchor_inputs(self, tensors: dict) -> tuple[dict, dict]:
+        """A minibatch's counts and non-zero positions by modality, as :meth:`anchor_score` reads.
+
+        Parameters
+        ----------
+        tensors
+            Minibatch as the data loader passes it (registry key -> tensor).
+
+        Returns
+        -------
+        ``(x, nonzero)``: modality -> counts, and modality -> flat positions of the non-zero
+        counts (``None`` where the loader passes none).
+
+        Examples
+        --------
+        >>> score = module.anchor_score(*module.anchor_inputs(batch))
+        """
         x = {mod: tensors[key] for mod, key in self.registry_keys.items()}
         nonzero = {mod: tensors.get(nonzero_key(key)) for mod, key in self.registry_keys.items()}
-        score = self.anchor_score(x, nonzero)
+        return x, nonzero
+
+    def anchor_penalty(self, tensors: dict, activity: torch.Tensor) -> torch.Tensor:
+        """Anchor term of the loss for a minibatch (see ``activity_anchor``).
+
+        The targets are read from ``tensors[anchor_target_key]`` where the data loader passes
+        them, else computed from the minibatch (:meth:`anchor_score`).
+        """
+        score = tensors.get(self.anchor_target_key)
+        if score is None:
+            score = self.anchor_score(*self.anchor_inputs(tensors))
         start = min(self.n_frozen, self.n_programs)
         weights = self.activity_anchor * self.group_weights[start:] ** 2
         return anchor_loss(activity[:, start : self.n_programs], score[:, start:], weights)
