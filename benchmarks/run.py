@@ -232,7 +232,8 @@ def programs_section(res: dict) -> list[str]:
                 f"Time ratio ProgramVI / expiMap: **{a['epoch_s'] / b['epoch_s']:.2f}**.",
             ]
         lines.append("")
-    go = res.get("go_bp_memory", {}).get("ProgramVI (hard, indexed)")
+    runs = res.get("go_bp_memory", {})
+    go = runs.get("ProgramVI (hard, indexed)")
     if go:
         lines += [
             f"GO Biological Process: {go['n_programs']:,} programs, {go['n_memberships']:,} "
@@ -240,6 +241,18 @@ def programs_section(res: dict) -> list[str]:
             f"{go['epoch_s']:.2f} s per epoch, peak RSS {go['peak_rss_gib']:.2f} GiB.",
             "",
         ]
+        others = [(n, r) for n, r in runs.items() if "train_s" in r]
+        if others:
+            lines += [
+                "| GO BP run | s / epoch | CPU s / epoch | train() s | peak RSS (GiB) |",
+                "|---|---|---|---|---|",
+            ]
+            lines += [
+                f"| {n} | {r['epoch_s']:.2f} | {r['epoch_cpu_s']:.2f} | {r['train_s']:.1f} | "
+                f"{r['peak_rss_gib']:.2f} |"
+                for n, r in others
+            ]
+            lines.append("")
     return lines
 
 

@@ -420,3 +420,38 @@ def test_label_head_with_unlabeled_category():
     assert "unk" not in set(predicted)
     assert set(predicted) <= set(adata.obs["cell_type"].astype(str))
     assert not ProgramVI(adata, classifier=False).has_classifier
+
+
+def test_anchor_targets_computed_once_before_training_equal_the_per_minibatch_ones(
+    sim, monkeypatch
+):
+    import scvi
+
+    import glassvi.model._programvi as programvi
+    from glassvi.train import MinibatchDataset
+
+    adata = sim.copy()
+    ProgramVI.setup_anndata(adata, layer="counts", batch_key="batch")
+    states, anchors = [], []
+    for cached in (False, True):
+        # the targets are cached from this many programs on (1000 by default)
+        monkeypatch.setattr(programvi, "CACHED_TARGET_MIN_PROGRAMS", 1 if cached else 10**9)
+        scvi.settings.seed = 0
+        model = ProgramVI(adata, n_hidden=16)
+        keys = model._loader_keys()
+        targets = model._anchor_targets(keys)
+        assert (targets is None) != cached
+        if cached:
+            # the rows the loader passes are the targets the minibatch itself gives
+            module, rows = model.module, np.arange(100, 164)
+            batch = MinibatchDataset(model.adata_manager, keys=keys)[rows]
+            expected = module.anchor_score(*module.anchor_inputs(batch))
+            np.testing.assert_allclose(targets[rows], expected.numpy(), rtol=1e-5, atol=1e-6)
+        model.train(max_epochs=2, batch_size=64, **TRAIN_KW)
+        # with cached targets, training never builds the joint fit's (k + 1) x (k + 1) inverse
+        assert (model.module._joint_design_cache is None) == cached
+        states.append(model.module.state_dict())
+        anchors.append(model.history["activity_anchor_train"].to_numpy(dtype=float).ravel())
+    np.testing.assert_allclose(anchors[1], anchors[0], rtol=1e-4)
+    for key, value in states[0].items():
+        torch.testing.assert_close(states[1][key], value, rtol=1e-3, atol=1e-4, msg=key)

@@ -919,13 +919,14 @@ class ProgramVAE(GlassVAE):
         inverse = psd_pinv(lambda: gram_real(ridge))
         own = sizes[n_real:] + ridge[n_real + 1 :]
         residual = np.maximum(own - _quadratic_forms(inverse, cross), 1e-6)
+        cross = torch.from_numpy(cross).float().to(device)  # frees the float64 copy first
         inverse = torch.from_numpy(inverse.astype(np.float32)).to(device)
         gram = None
         if self.anchor_tvalue:
             gram = torch.from_numpy(gram_real().astype(np.float32)).to(device)
         self._joint_design_cache = (
             inverse,
-            torch.from_numpy(cross).float().to(device),
+            cross,
             torch.from_numpy(residual).float().to(device),
             gram,
             float(n_total),

@@ -276,6 +276,10 @@ class MinibatchDataset(Dataset):
         density. For consumers that read these fields at their stored entries only, such as
         a module's training step on binary accessibility (see
         ``GlassVAE.sparse_input_keys``). Fields stored densely are returned dense.
+    cell_arrays
+        Further per-cell arrays (one row per cell, float32) returned under their keys, such as
+        values a model derives from the data once before training
+        (``glassvi.module.ANCHOR_TARGET_KEY``).
 
     Examples
     --------
@@ -292,6 +296,7 @@ class MinibatchDataset(Dataset):
         load_sparse_tensor: bool = False,
         max_gap: int = _MAX_GAP,
         sparse_keys: Sequence[str] = (),
+        cell_arrays: Mapping[str, np.ndarray] | None = None,
     ):
         if adata_manager.adata is None:
             raise ValueError("The AnnDataManager has no registered data; run setup first.")
@@ -313,6 +318,12 @@ class MinibatchDataset(Dataset):
                     f"({self.n_obs}); it cannot be loaded by minibatches."
                 )
             self.sources[key] = _make_source(key, data, load_sparse_tensor, max_gap)
+        for key, array in (cell_arrays or {}).items():
+            if len(array) != self.n_obs:
+                raise ValueError(
+                    f"cell array {key!r} has {len(array)} rows, not one per cell ({self.n_obs})."
+                )
+            self.sources[key] = _DenseSource(array, np.dtype(np.float32))
 
     @property
     def backed(self) -> bool:
@@ -507,11 +518,12 @@ class GlassDataSplitter(DataSplitter):
         ``distributed_sampler`` (set by ``model.train`` for DDP strategies; sharding also
         follows an initialised process group), ``data_and_attributes`` (registry keys to load),
         ``block_size`` (cells per shuffled block; default 1 in memory, 16 for backed data),
-        ``shuffle_training`` (default ``True``), ``sparse_training_keys`` (sparse count fields
-        that training minibatches pass as sparse tensors with the positions of their entries,
-        never densified, see ``MinibatchDataset(sparse_keys=...)``; glassvi models set it to
-        the fields their training step reads at the stored entries only; validation and test
-        minibatches stay dense), and further arguments of
+        ``shuffle_training`` (default ``True``), ``cell_arrays`` (further per-cell arrays
+        every minibatch carries, see ``MinibatchDataset``), ``sparse_training_keys`` (sparse
+        count fields that training minibatches pass as sparse tensors with the positions of
+        their entries, never densified, see ``MinibatchDataset(sparse_keys=...)``; glassvi
+        models set it to the fields their training step reads at the stored entries only;
+        validation and test minibatches stay dense), and further arguments of
         :class:`torch.utils.data.DataLoader` such as ``num_workers``.
 
     Examples
@@ -553,6 +565,7 @@ class GlassDataSplitter(DataSplitter):
         self.block_size = kwargs.pop("block_size", None)
         self.shuffle_training = bool(kwargs.pop("shuffle_training", True))
         self.sparse_training_keys = tuple(kwargs.pop("sparse_training_keys", None) or ())
+        self.cell_arrays = dict(kwargs.pop("cell_arrays", None) or {})
         kwargs.pop("iter_ndarray", None)
         kwargs.pop("drop_dataset_tail", None)
         super().__init__(
@@ -577,6 +590,7 @@ class GlassDataSplitter(DataSplitter):
                 self.adata_manager,
                 keys=self.data_and_attributes,
                 load_sparse_tensor=self.load_sparse_tensor,
+                cell_arrays=self.cell_arrays,
             )
         return self._dataset
 
