@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import torch
+
 _PREFETCH = None
 
 
@@ -12,6 +14,19 @@ def numba_available() -> bool:
     except ImportError:  # pragma: no cover - numba is a dependency
         return False
     return True
+
+
+def kernels_apply(*tensors: torch.Tensor) -> bool:
+    """Whether the compiled CPU kernels apply to ``tensors``, else the torch paths run.
+
+    They do where every tensor is on the CPU, every floating-point one is float32, and numba
+    can be imported (looked up here at each call, so that one switch turns them all off).
+    """
+    return (
+        all(t.device.type == "cpu" for t in tensors)
+        and all(t.dtype == torch.float32 for t in tensors if t.is_floating_point())
+        and numba_available()
+    )
 
 
 def prefetch_intrinsic():

@@ -431,7 +431,11 @@ def test_joint_design_factorises_without_eigendecompositions_and_keeps_the_fit(
 
 
 def test_compiled_member_sums_equal_the_torch_path(monkeypatch):
+    import glassvi._compiled as kernels
     import glassvi.module._program as program
+
+    def refuse():
+        raise AssertionError("the compiled kernel ran with numba switched off")
 
     gen = np.random.default_rng(6)
     x = torch.from_numpy((gen.random((25, 40)) < 0.3) * gen.integers(1, 5, (25, 40))).float()
@@ -447,6 +451,7 @@ def test_compiled_member_sums_equal_the_torch_path(monkeypatch):
             n_decoys=2,
         )
         compiled = module.joint_score({"rna": x}, {"rna": flat})
-        monkeypatch.setattr(program, "_compiled", lambda *tensors: False)
+        monkeypatch.setattr(kernels, "numba_available", lambda: False)
+        monkeypatch.setattr(program, "_member_sums_kernel", refuse)
         torch.testing.assert_close(module.joint_score({"rna": x}, {"rna": flat}), compiled)
         monkeypatch.undo()

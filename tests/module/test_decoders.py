@@ -57,6 +57,10 @@ def _decoders():
 KINDS = ["linear", "linear_hard_mask", "program_hard", "program_soft", "program_hard_no_denovo"]
 
 
+def _refuse_compiled():
+    raise AssertionError("a compiled pair kernel ran with numba switched off")
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_decoder_on_a_subset_of_features_equals_those_columns(kind):
     decoder = _decoders()[kind]
@@ -83,10 +87,12 @@ def test_decoder_on_a_subset_of_features_equals_those_columns(kind):
 @pytest.mark.parametrize("sort_rows", [True, False])
 @pytest.mark.parametrize("kind", KINDS)
 def test_pair_logits_equal_the_entries_of_the_full_decoder(kind, sort_rows, compiled, monkeypatch):
+    import glassvi._compiled as kernels
     import glassvi.module._decoders as decoders
 
     if not compiled:  # torch's gather and embedding_bag path (other devices and dtypes)
-        monkeypatch.setattr(decoders, "_numba_available", lambda: False)
+        monkeypatch.setattr(kernels, "numba_available", lambda: False)
+        monkeypatch.setattr(decoders, "_pair_kernels", _refuse_compiled)
     decoder = _decoders()[kind]
     gen = torch.Generator().manual_seed(3)
     z = torch.randn(6, decoder.n_latent, generator=gen, requires_grad=True)

@@ -125,7 +125,11 @@ def test_row_gradient_equals_dense_gradient_rows(weighted):
 
 
 def test_compiled_row_sums_equal_torch_row_sums(monkeypatch):
+    import glassvi._compiled as kernels
     import glassvi.module._sparse_input as sparse_input
+
+    def refuse():
+        raise AssertionError("the compiled kernel ran with numba switched off")
 
     gen = torch.Generator().manual_seed(2)
     grad = torch.randn(50, 8, generator=gen)
@@ -134,7 +138,8 @@ def test_compiled_row_sums_equal_torch_row_sums(monkeypatch):
     weights = torch.rand(300, generator=gen)
     for w in (None, weights):
         index, rows = _entry_rows_sum(cells, columns, w, grad, 1000)
-        monkeypatch.setattr(sparse_input, "_numba_available", lambda: False)
+        monkeypatch.setattr(kernels, "numba_available", lambda: False)
+        monkeypatch.setattr(sparse_input, "_rows_kernel", refuse)
         index_torch, rows_torch = _entry_rows_sum(cells, columns, w, grad, 1000)
         monkeypatch.undo()
         assert torch.equal(index, index_torch)

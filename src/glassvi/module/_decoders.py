@@ -9,8 +9,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .._compiled import prefetch_intrinsic
-from ._sparse_input import _argsort, _numba_available
+from .._compiled import kernels_apply, prefetch_intrinsic
+from ._sparse_input import _argsort
 
 
 class LinearFeatureDecoder(nn.Module):
@@ -203,7 +203,7 @@ class LinearFeatureDecoder(nn.Module):
             z.dim() == 2
             and (cat_covs is None or len(self.cat_offsets) == 0)
             and (cont_covs is None or self.cont_slope is None)
-            and _compiled(z, self.bias)
+            and kernels_apply(z, self.bias)
         )
 
     def _sampled_linear(self, z, columns, rows, features, batch_index, cell_offset):
@@ -272,15 +272,6 @@ def _bag_starts(index: torch.Tensor, n_bags: int) -> torch.Tensor:
     return torch.cumsum(counts, 0) - counts
 
 
-def _compiled(*tensors: torch.Tensor) -> bool:
-    """Whether the compiled pair kernels apply: CPU float32 values, numba importable."""
-    return (
-        all(t.device.type == "cpu" for t in tensors)
-        and all(t.dtype == torch.float32 for t in tensors if t.is_floating_point())
-        and _numba_available()
-    )
-
-
 _PAIR_KERNELS = None
 
 
@@ -329,7 +320,7 @@ class _PairDot(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, z, weight, rows, index):
-        if _compiled(z, weight, rows, index):
+        if kernels_apply(z, weight, rows, index):
             z, weight = z.contiguous(), weight.contiguous()
             out = torch.from_numpy(
                 _pair_kernels()[0](
@@ -345,7 +336,7 @@ class _PairDot(torch.autograd.Function):
     def backward(ctx, grad):
         z, weight, rows, index = ctx.saved_tensors
         grad_z = grad_weight = None
-        if _compiled(z, weight, grad):
+        if kernels_apply(z, weight, grad):
             with_z, with_weight = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
             grad_z = torch.zeros(z.shape if with_z else (0, z.shape[1]))
             grad_weight = torch.zeros(weight.shape if with_weight else (0, weight.shape[1]))

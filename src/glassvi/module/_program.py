@@ -12,8 +12,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .._compiled import kernels_apply
 from ._anchor import anchor_loss, normalised_log_expression, normalised_log_values
-from ._decoders import LinearFeatureDecoder, _compiled, _PairDot
+from ._decoders import LinearFeatureDecoder, _PairDot
 from ._distributions import as_dense, nonzero_key, values_at
 from ._linalg import psd_pinv
 from ._surgery import freeze_columns_hook, freeze_rows_hook, program_mask_from_state
@@ -773,7 +774,7 @@ class ProgramVAE(GlassVAE):
                 cached = (crow, n_members, programs)
                 self._member_indices[mod] = cached
             crow, n_members, programs = cached
-        if _compiled(y):
+        if kernels_apply(y):
             # entry by entry into the programs of its feature, without the (entry, membership)
             # index arrays of the torch path below; the same sums, added in the same order
             sums = _member_sums_kernel()(

@@ -28,7 +28,7 @@ from torch import nn
 from torch.distributions import Normal
 from torch.nn import functional as F
 
-from .._compiled import numba_available
+from .._compiled import kernels_apply
 
 
 class SparseBlock(NamedTuple):
@@ -345,7 +345,7 @@ def _row_gradient_factors(grad: torch.Tensor, blocks, categories) -> RowGradient
 
 def _entry_rows_sum(cells, columns, weights, grad: torch.Tensor, n_columns: int):
     """Distinct sorted ``columns`` and, for each, the sum of ``weights * grad[cells]`` rows."""
-    if grad.device.type == "cpu" and grad.dtype == torch.float32 and _numba_available():
+    if kernels_apply(grad):
         touched, rows = _rows_kernel()(
             cells.numpy(),
             columns.numpy(),
@@ -369,10 +369,6 @@ def _entry_rows_sum(cells, columns, weights, grad: torch.Tensor, n_columns: int)
 
 
 _ROWS_KERNEL = None
-
-
-def _numba_available() -> bool:
-    return numba_available()
 
 
 def _rows_kernel():

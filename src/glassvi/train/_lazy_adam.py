@@ -20,7 +20,7 @@ import math
 import numpy as np
 import torch
 
-from .._compiled import numba_available, prefetch_intrinsic
+from .._compiled import prefetch_intrinsic
 
 _KERNELS = None
 
@@ -132,11 +132,6 @@ def _kernels():
 
         _KERNELS = (_update_rows, _update_factored)
     return _KERNELS
-
-
-def lazy_adam_available() -> bool:
-    """Whether the compiled row update can be used (numba importable)."""
-    return numba_available()
 
 
 def lazy_adam_rows_(

@@ -5,8 +5,9 @@ from __future__ import annotations
 import torch
 from scvi.train import TrainingPlan
 
+from .._compiled import numba_available
 from ._allocator import restore_cpu_allocator, tune_cpu_allocator
-from ._lazy_adam import RowSparseAdam, lazy_adam_available
+from ._lazy_adam import RowSparseAdam
 
 #: default of ``GlassTrainingPlan(lazy_feature_rows=...)``
 LAZY_FEATURE_ROWS = True
@@ -129,7 +130,7 @@ class GlassTrainingPlan(TrainingPlan):
             or not hasattr(encoder, "set_row_gradient_weight")
             or self.optimizer_name != "Adam"
             or self.weight_decay != 0.0
-            or not lazy_adam_available()
+            or not numba_available()
         ):
             return None
         trainer = getattr(self, "_trainer", None)
