@@ -525,21 +525,27 @@ def evidence_section(res: dict) -> list[str]:
         ),
         "",
         "| data | seed | recall of used / markers called | false calls on unused (p <= 0.1) "
-        "| false calls among decoys | single-gene program (called, effective genes) |",
-        "|---|---|---|---|---|---|",
+        "| false calls among decoys | decoys' median coherence "
+        "| single-gene program (called, effective genes) |",
+        "|---|---|---|---|---|---|---|",
     ]
+
+    def decoys(r) -> str:
+        value = r.get("decoy_coherence_median")
+        return "n/a" if value is None else f"{value:.3f}"
+
     for r in sim:
         lines.append(
             f"| simulator | {r['seed']} | {r['recall_used']:.2f} | "
             f"{r['false_calls_unused']:.2f} ({r['unused_pvalue_le_0.1']:.2f}) | "
-            f"{r['false_calls_decoys']:.2f} | |"
+            f"{r['false_calls_decoys']:.2f} | {decoys(r)} | |"
         )
     for name in ("pbmc68k", "immune1k"):
         for r in res[name]:
             lines.append(
                 f"| {name} | {r['seed']} | {r['markers_called']} of {r['n_markers']} | "
                 f"Hallmark called: {r['hallmark_called']} of {r['n_hallmark']} | "
-                f"{r['false_calls_decoys']:.2f} | {r['single_gene_called']}, "
+                f"{r['false_calls_decoys']:.2f} | {decoys(r)} | {r['single_gene_called']}, "
                 f"{r['single_gene_effective_genes']:.1f} |"
             )
     cost = res["cost"]
