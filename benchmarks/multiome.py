@@ -411,6 +411,13 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     path = None if args.quick or not SHARED.exists() else SHARED
+    if path is None and not args.quick:
+        print(
+            f"[multiome] WARNING: {SHARED} not found; falling back to the bundled reduced "
+            "SNARE-seq data, so the figures are not comparable with the full-data results",
+            file=sys.stderr,
+            flush=True,
+        )
     n_cells = None if path is None else 3000
     start = time.perf_counter()
     # parts not run now keep their previous results

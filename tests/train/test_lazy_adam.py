@@ -16,7 +16,12 @@ from glassvi.module._sparse_input import (
     _entry_rows_sum,
     block_linear,
 )
-from glassvi.train._lazy_adam import RowSparseAdam
+from glassvi.train._lazy_adam import (
+    RowSparseAdam,
+    _interleaved_base,
+    _interleaved_moments,
+    lazy_adam_rows_,
+)
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")  # mudata's update() notice
 
@@ -69,6 +74,52 @@ def test_row_sparse_adam_equals_numpy_lazy_adam_and_torch_adam_on_dense(eps):
     assert never.size and (weight.detach().numpy()[never] == 0).all()
     assert (opt.state[weight]["exp_avg"][never] == 0).all()
     assert int(opt.state[weight]["step"]) == len(steps)
+
+
+def test_moments_of_lazy_rows_share_one_buffer_and_mix_with_dense_steps():
+    """Lazy steps keep both moments in one buffer; dense steps in between still equal Adam's."""
+    gen = torch.Generator().manual_seed(5)
+    shape = (12, 4)
+    grads = [torch.randn(shape, generator=gen) for _ in range(4)]
+    weight = torch.nn.Parameter(torch.randn(shape, generator=gen))
+    twin = torch.nn.Parameter(weight.detach().clone())
+    opt = RowSparseAdam([weight], lr=0.05, eps=0.01)
+    plain = torch.optim.Adam([twin], lr=0.05, eps=0.01)
+    every_row = torch.arange(shape[0])[None]
+    for step, grad in enumerate(grads):
+        # lazy steps over every row equal Adam's step
+        sparse = step != 2
+        weight.grad = (
+            torch.sparse_coo_tensor(every_row, grad, shape, check_invariants=True)
+            if sparse
+            else grad
+        )
+        twin.grad = grad.clone()
+        opt.step()
+        plain.step()
+        state = opt.state[weight]
+        assert (_interleaved_base(state["exp_avg"], state["exp_avg_sq"]) is not None) == sparse
+        torch.testing.assert_close(weight.detach(), twin.detach(), rtol=1e-5, atol=1e-6)
+        for name in ("exp_avg", "exp_avg_sq"):
+            torch.testing.assert_close(state[name], plain.state[twin][name])
+
+
+def test_lazy_row_step_on_separate_moments_equals_the_step_on_one_buffer():
+    gen = torch.Generator().manual_seed(6)
+    param = torch.randn(10, 3, generator=gen)
+    index, grad = torch.tensor([1, 4, 7]), torch.randn(3, 3, generator=gen)
+    kwargs = {"lr": 0.1, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "step": 2}
+    separate = [param.clone(), torch.rand(10, 3, generator=gen), torch.rand(10, 3, generator=gen)]
+    exp_avg, exp_avg_sq = _interleaved_moments(param)
+    exp_avg.copy_(separate[1])
+    exp_avg_sq.copy_(separate[2])
+    shared = [param.clone(), exp_avg, exp_avg_sq]
+    for tensors in (separate, shared):
+        lazy_adam_rows_(*tensors, index, grad, **kwargs)
+    for a, b in zip(separate, shared):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    moved = (separate[0] != param).any(1)
+    assert moved[index].all() and moved.sum() == len(index)
 
 
 def test_row_sparse_adam_coalesces_repeated_rows_and_refuses_decay():
