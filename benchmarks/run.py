@@ -176,7 +176,7 @@ def programs_section(res: dict) -> list[str]:
         "Pearson correlation of estimated and true activities; member AUPRC: recovery of the "
         "dropped members (soft masks). Time ratio: time per epoch relative to expiMap with the "
         "same mask mode. ProgramVI trains with its defaults (hidden decoy programs for the "
-        "evidence, two de novo units with the hard mask, the activity anchor); "
+        "evidence, two de novo units, the activity anchor on the encoder's output layer); "
         f"{res.get('machine', {}).get('torch_threads', '?')} torch thread(s).",
         "",
     ]
