@@ -32,7 +32,7 @@ ProgramVI trains with its defaults (hidden decoy programs for the evidence, two 
 the activity anchor on the encoder's output layer); only the mask mode, the soft-mask penalty and
 the group lasso are set per row.
 
-Run: ``python benchmarks/programs.py [--quick] [--go-only | --no-go]``; writes
+Run: ``python benchmarks/programs.py [--quick] [--seed N] [--go-only | --no-go]``; writes
 ``benchmarks/results/programs.json`` (``--go-only``: only the GO BP runs, replacing that section
 of the file; ``--no-go``: everything but the GO BP runs, keeping that section of the file).
 """
@@ -121,7 +121,7 @@ def programvi_worker(data: str, opts: dict) -> dict:
 
     from glassvi.model import ProgramVI
 
-    scvi.settings.seed = 0
+    scvi.settings.seed = opts.get("seed", 0)
     adata = ad.read_h5ad(data)
     with PeakRSS() as rss:
         ProgramVI.setup_anndata(adata, layer=opts.get("layer"), batch_key="batch")
@@ -266,6 +266,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--quick", action="store_true", help="small data, few epochs")
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument(
+        "--seed", type=int, default=0, help="seed of every model (the data keep seed 0)"
+    )
+    parser.add_argument(
         "--no-go",
         action="store_true",
         help="skip the GO run, keeping the GO section of an existing file at --out",
@@ -279,7 +282,12 @@ def main(argv=None) -> dict:
 
     epochs = args.epochs or (40 if args.quick else 150)
     python = expimap_python()
-    results: dict = {"machine": machine(), "epochs": epochs, "quick": args.quick}
+    results: dict = {
+        "machine": machine(),
+        "epochs": epochs,
+        "quick": args.quick,
+        "seed": args.seed,
+    }
     if python is None:
         results["expimap"] = (
             "skipped (no environment with scArches; set GLASSVI_EXPIMAP_PYTHON or create "
@@ -316,7 +324,14 @@ def main(argv=None) -> dict:
         for name, cfg in configs.items():
             save = tmp / "pv.npz"
             fig = run_programvi(
-                sim_path, {**cfg, "layer": "counts", "epochs": epochs, "save": str(save)}
+                sim_path,
+                {
+                    **cfg,
+                    "layer": "counts",
+                    "epochs": epochs,
+                    "save": str(save),
+                    "seed": args.seed,
+                },
             )
             res = np.load(save)
             fig.update(score(adata, res["latent"], res["weights"], "soft" in name))
@@ -328,7 +343,9 @@ def main(argv=None) -> dict:
                 "expiMap (soft)": {"soft": True, "alpha_l1": 0.5},
             }.items():
                 try:
-                    res = run_expimap(python, adata, {**opts, "epochs": epochs}, tmp, "sim")
+                    res = run_expimap(
+                        python, adata, {**opts, "epochs": epochs, "seed": args.seed}, tmp, "sim"
+                    )
                 except RuntimeError as err:
                     print(f"{name}: failed: {err}")
                     sim[name] = {"error": str(err)[-500:]}
@@ -350,11 +367,15 @@ def main(argv=None) -> dict:
             "n_programs": immune.varm["programs"].shape[1],
             "epochs": real_epochs,
         }
-        real["ProgramVI (hard)"] = run_programvi(real_path, {"epochs": real_epochs})
+        real["ProgramVI (hard)"] = run_programvi(
+            real_path, {"epochs": real_epochs, "seed": args.seed}
+        )
         print("immune1k ProgramVI", real["ProgramVI (hard)"], flush=True)
         if python is not None:
             try:
-                res = run_expimap(python, immune, {"epochs": real_epochs}, tmp, "immune")
+                res = run_expimap(
+                    python, immune, {"epochs": real_epochs, "seed": args.seed}, tmp, "immune"
+                )
                 real["expiMap (hard)"] = {
                     "epoch_s": round(res["epoch_s"], 4),
                     "peak_rss_gib": res["peak_rss_gib"],
