@@ -111,6 +111,10 @@ def test_differential_programs(trained):
         res["bayes_factor"], np.log(res.proba + 1e-8) - np.log(1 - res.proba + 1e-8)
     )
     assert (res["comparison"] == "type_0 vs rest").all()
+    # de novo units are flagged by position, not by name
+    expected = [name not in model.program_names for name in res.index]
+    assert res["denovo"].tolist() == expected
+    assert res["denovo"].sum() == model.module.n_denovo > 0
     stored = adata.uns["programvi_differential"]
     assert stored["params"]["groupby"] == "cell_type" and stored["params"]["reference"] == "rest"
     pd.testing.assert_frame_equal(stored["results"], res)

@@ -83,7 +83,9 @@ class DifferentialProgramsMixin:
         ``effect_median``, ``effect_std``, ``mean1`` and ``mean2`` (mean posterior-mean
         activity of each group), ``frac_up`` (``P(z1 > z2)``), ``expected_fdr`` (posterior
         expected false discovery rate of the programs ranked up to this one),
-        ``is_significant``, ``comparison``, ``group1`` and ``group2``.
+        ``is_significant``, ``denovo`` (``True`` for the de novo units, which have no gene set:
+        read them as unnamed axes of variation, not as programs), ``comparison``, ``group1`` and
+        ``group2``.
 
         Notes
         -----
@@ -137,7 +139,10 @@ class DifferentialProgramsMixin:
             table = _differential_table(
                 loc, var, idx1, idx2, rng, mode, delta, fdr_target, n_samples
             )
+            # de novo units follow the annotated programs: they have no gene set
+            denovo = table.index.to_numpy() >= len(self.program_names)
             table.index = pd.Index(self._latent_names(), name="program")[table.index]
+            table["denovo"] = denovo
             table["comparison"] = f"{label1} vs {label2}"
             table["group1"] = label1
             table["group2"] = label2
