@@ -234,8 +234,7 @@ def programs_section(res: dict) -> list[str]:
         for name, r in real.items():
             if isinstance(r, dict) and "epoch_s" in r:
                 lines.append(
-                    f"| {name} | {_whole_epoch_s(r, d['epochs']):.2f} | "
-                    f"{r['peak_rss_gib']:.2f} |"
+                    f"| {name} | {_whole_epoch_s(r, d['epochs']):.2f} | {r['peak_rss_gib']:.2f} |"
                 )
         a, b = real.get("ProgramVI (hard)"), real.get("expiMap (hard)")
         if a and b and "epoch_s" in b:
