@@ -529,7 +529,7 @@ def collinearity_ridge(gram: torch.Tensor, n_real: int) -> torch.Tensor:
     plain = psd_pinv(lambda: g[: n_real + 1, : n_real + 1].copy())
     real_residual = 1.0 / np.maximum(np.diagonal(plain)[1:], 1e-12)
     cross = g[: n_real + 1, n_real + 1 :]
-    decoy_residual = size[n_real:] - (cross * (plain @ cross)).sum(0)
+    decoy_residual = size[n_real:] - _quadratic_forms(plain, cross)
     ridge = _ridge_from_fit(size, g[0, 1:], float(g[0, 0]), real_residual, decoy_residual)
     return torch.from_numpy(ridge).to(gram.device)
 
