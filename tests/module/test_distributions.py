@@ -273,6 +273,45 @@ def test_ones_and_uniform_feature_sample_estimate_is_unbiased_with_unbiased_grad
     assert torch.all((grads / n_draws - exact_grad).abs() <= 5 * sem_grad + 1e-5)
 
 
+def test_open_rate_feature_sample_is_unbiased_with_less_variance_than_a_uniform_one():
+    """Features drawn in proportion to their open probability: unbiased value and gradient,
+    and a lower variance than a uniform draw of the same expected size."""
+    from glassvi.module import FeatureBernoulli, feature_draw_probabilities
+
+    x = _accessibility(6, 400, 0.02, seed=8)
+    gen = torch.Generator().manual_seed(11)
+    # peaks' open probabilities spread over orders of magnitude, as in real ATAC
+    bias = torch.randn(400, generator=gen) * 1.5 - 5.0
+    logits = (bias + 0.3 * torch.randn(6, 400, generator=gen)).requires_grad_()
+    flat = torch.from_numpy(np.flatnonzero(x.numpy().reshape(-1)))
+    exact = FeatureBernoulli(logits).cell_log_prob(x, nonzero=flat)
+    exact_grad = torch.autograd.grad(exact.sum(), logits)[0]
+    fraction = 0.1
+    probability = feature_draw_probabilities(torch.sigmoid(bias), fraction)
+    assert probability.min() >= fraction / 6 - 1e-7 and probability.max() <= 1.0
+    assert abs(float(probability.mean()) - fraction) < 0.01
+    torch.manual_seed(12)
+    n_draws = 3000
+    spread = {}
+    for name, p in (("open_rate", probability), ("uniform", fraction)):
+        draws, grads = [], torch.zeros_like(logits)
+        for _ in range(n_draws):
+            est = _sampled_estimate(logits, flat, p)
+            grads += torch.autograd.grad(est.sum(), logits)[0]
+            draws.append(est.detach())
+        draws = torch.stack(draws)
+        sem = draws.std(0) / n_draws**0.5
+        assert torch.all((draws.mean(0) - exact.detach()).abs() < 4 * sem + 1e-4), name
+        # a zero entry's gradient is -sigmoid(l) / p with probability p
+        p = torch.as_tensor(p).expand(400)
+        sem_grad = torch.sigmoid(logits.detach()) * ((1 - p) / p).sqrt() / n_draws**0.5
+        # (features drawn with probability 1 differ by float rounding only)
+        tolerance = 5 * sem_grad + 1e-4 * exact_grad.abs() + 1e-5
+        assert torch.all((grads / n_draws - exact_grad).abs() <= tolerance), name
+        spread[name] = draws.std(0)
+    assert torch.all(spread["open_rate"] < 0.7 * spread["uniform"])
+
+
 def test_sampled_columns_must_cover_the_ones():
     from glassvi.module import FeatureBernoulli
 

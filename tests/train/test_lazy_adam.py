@@ -76,6 +76,86 @@ def test_row_sparse_adam_equals_numpy_lazy_adam_and_torch_adam_on_dense(eps):
     assert int(opt.state[weight]["step"]) == len(steps)
 
 
+def _reference_row_adam(steps, shape, lr=1e-3, betas=(0.9, 0.999), eps=1e-8):
+    """NumPy lazy Adam with one second moment per row (the row mean of squared gradients)."""
+    param = np.zeros(shape, np.float64)
+    m, v = np.zeros(shape), np.zeros(shape[0])
+    path = []
+    for t, (rows, grad) in enumerate(steps, start=1):
+        m[rows] = betas[0] * m[rows] + (1 - betas[0]) * grad
+        v[rows] = betas[1] * v[rows] + (1 - betas[1]) * (grad**2).mean(1)
+        m_hat = m[rows] / (1 - betas[0] ** t)
+        v_hat = v[rows] / (1 - betas[1] ** t)
+        param[rows] -= lr * m_hat / (np.sqrt(v_hat)[:, None] + eps)
+        path.append(param.copy())
+    return path, m, v
+
+
+@pytest.mark.parametrize("eps", [1e-8, 0.01])
+def test_row_second_moment_equals_numpy_row_wise_adam_on_sparse_and_dense_steps(eps):
+    gen = np.random.default_rng(1)
+    shape = (30, 20)
+    steps = []
+    for step in range(6):
+        # (step 3: a dense gradient, which updates every row the same way)
+        n = shape[0] if step == 3 else 7
+        rows = np.sort(gen.choice(shape[0], n, replace=False))
+        steps.append((rows, gen.normal(size=(n, shape[1])) * (1 + np.arange(n))[:, None]))
+    expected, m, v = _reference_row_adam(steps, shape, lr=0.05, eps=eps)
+    weight = torch.nn.Parameter(torch.zeros(shape))
+    other = torch.nn.Parameter(torch.zeros(3))
+    twin = torch.nn.Parameter(torch.zeros(3))
+    opt = RowSparseAdam([weight, other], lr=0.05, eps=eps, row_second_moment=True)
+    plain = torch.optim.Adam([twin], lr=0.05, eps=eps)
+    for step, ((rows, grad), target) in enumerate(zip(steps, expected)):
+        grad = torch.tensor(grad, dtype=torch.float32)
+        if step == 3:
+            weight.grad = grad
+        else:
+            index = torch.from_numpy(rows)[None]
+            weight.grad = torch.sparse_coo_tensor(index, grad, shape, check_invariants=True)
+        other.grad = twin.grad = torch.arange(3.0) - 1.0
+        opt.step()
+        plain.step()
+        np.testing.assert_allclose(weight.detach().numpy(), target, rtol=1e-4, atol=1e-6)
+        # the other parameters take Adam's (element-wise) step
+        torch.testing.assert_close(other, twin)
+    state = opt.state[weight]
+    assert state["exp_avg_sq"].shape == (shape[0],) and state["exp_avg"].shape == shape
+    np.testing.assert_allclose(state["exp_avg_sq"].numpy(), v, rtol=1e-4)
+    np.testing.assert_allclose(state["exp_avg"].numpy(), m, rtol=1e-4, atol=1e-7)
+    assert opt.state[other]["exp_avg_sq"].shape == (3,)
+    # the row-wise update differs from element-wise Adam (rows share one step size)
+    elementwise = _reference_lazy_adam(steps, shape, lr=0.05, eps=eps)[-1]
+    assert np.abs(elementwise - expected[-1]).max() > 1e-3
+
+
+def test_row_and_element_second_moments_convert_into_each_other():
+    """Element-wise moments become row means; row-wise ones are repeated over the row."""
+    gen = torch.Generator().manual_seed(7)
+    shape = (8, 5)
+    weight = torch.nn.Parameter(torch.zeros(shape))
+    grad = torch.randn(shape, generator=gen)
+    every_row = torch.arange(shape[0])[None]
+    element = RowSparseAdam([weight], lr=0.05)
+    weight.grad = torch.sparse_coo_tensor(every_row, grad, shape, check_invariants=True)
+    element.step()
+    before = element.state[weight]["exp_avg_sq"].clone()
+    rows = RowSparseAdam([weight], lr=0.05, row_second_moment=True)
+    rows.load_state_dict(element.state_dict())
+    rows.step()  # (the sparse gradient is still set)
+    after = rows.state[weight]["exp_avg_sq"]
+    expected = 0.999 * before.mean(1) + 0.001 * (grad**2).mean(1)
+    torch.testing.assert_close(after, expected)
+    back = RowSparseAdam([weight], lr=0.05)
+    back.load_state_dict(rows.state_dict())
+    weight.grad = grad  # a dense step: torch's Adam on the repeated row moments
+    back.step()
+    state = back.state[weight]
+    assert state["exp_avg_sq"].shape == shape
+    torch.testing.assert_close(state["exp_avg_sq"], 0.999 * after[:, None] + 0.001 * grad**2)
+
+
 def test_moments_of_lazy_rows_share_one_buffer_and_mix_with_dense_steps():
     """Lazy steps keep both moments in one buffer; dense steps in between still equal Adam's."""
     gen = torch.Generator().manual_seed(5)
@@ -228,11 +308,16 @@ def test_row_gradient_is_not_used_with_gradient_hooks_or_without_gradients():
 
 
 class _LazyAdamReference(torch.optim.Optimizer):
-    """Plain Adam, except that rows of ``lazy`` (features) with no gradient are left alone."""
+    """Plain Adam, except that rows of ``lazy`` (features) with no gradient are left alone.
 
-    def __init__(self, params, lazy, lr=1e-3, eps=0.01):
+    With ``row_wise``, ``lazy`` keeps one second moment per feature: the mean over the
+    feature's weights of their squared gradient.
+    """
+
+    def __init__(self, params, lazy, lr=1e-3, eps=0.01, row_wise=False):
         super().__init__(params, {"lr": lr, "eps": eps})
         self.lazy = lazy
+        self.row_wise = row_wise
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -247,7 +332,11 @@ class _LazyAdamReference(torch.optim.Optimizer):
                 state["t"] += 1
                 t, g = state["t"], p.grad
                 m = 0.9 * state["m"] + 0.1 * g
-                v = 0.999 * state["v"] + 0.001 * g * g
+                squares = g * g
+                if p is self.lazy and self.row_wise:
+                    # weight is (hidden x features): a feature's weights are a column
+                    squares = squares.mean(0, keepdim=True).expand_as(p)
+                v = 0.999 * state["v"] + 0.001 * squares
                 new = p - group["lr"] / (1 - 0.9**t) * m / (
                     (v / (1 - 0.999**t)).sqrt() + group["eps"]
                 )
@@ -277,16 +366,22 @@ def _mudata(atac):
     return data
 
 
-@pytest.mark.parametrize("cls", [LinearVI, ProgramVI])
-def test_default_plan_is_lazy_adam_on_the_first_layer(cls, monkeypatch):
-    """Sparse ATAC: the first layer's rows of absent peaks stay; equal to a lazy reference."""
+@pytest.mark.parametrize(
+    ("cls", "row_wise"), [(LinearVI, True), (ProgramVI, True), (LinearVI, False)]
+)
+def test_default_plan_is_lazy_adam_on_the_first_layer(cls, row_wise, monkeypatch):
+    """Sparse ATAC: the first layer's rows of absent peaks stay; equal to a lazy reference.
+
+    By default with one second moment per feature row, else element-wise.
+    """
     import glassvi.train._lazy_adam as lazy_adam
 
     factored_steps = []
-    step = lazy_adam.lazy_adam_factored_
+    name = "row_adam_factored_" if row_wise else "lazy_adam_factored_"
+    step = getattr(lazy_adam, name)
     monkeypatch.setattr(
         lazy_adam,
-        "lazy_adam_factored_",
+        name,
         lambda *args, **kwargs: factored_steps.append(1) or step(*args, **kwargs),
     )
     atac = _atac()
@@ -300,11 +395,13 @@ def test_default_plan_is_lazy_adam_on_the_first_layer(cls, monkeypatch):
         model = cls(data, zero_sample_fraction=1.0, **kwargs)
         weight = model.module.z_encoder.first_linear.weight
         initial = weight.detach().clone()
-        plan = {}
+        plan = {} if row_wise else {"row_second_moment": False}
         if not lazy:
             plan = {
                 "optimizer": "Custom",
-                "optimizer_creator": lambda params, w=weight: _LazyAdamReference(params, w),
+                "optimizer_creator": lambda params, w=weight: _LazyAdamReference(
+                    params, w, row_wise=row_wise
+                ),
             }
         model.train(max_epochs=2, batch_size=40, train_size=1.0, plan_kwargs=plan, **TRAIN_KW)
         optimisers.append(type(model.trainer.optimizers[0]).__name__ if lazy else None)
@@ -383,7 +480,10 @@ def _block_inputs(weighted, gen, with_dense_block=True):
 
 @pytest.mark.parametrize("weighted", [False, True])
 @pytest.mark.parametrize("with_dense_block", [False, True])
-def test_factored_row_gradient_step_equals_the_formed_sparse_step(weighted, with_dense_block):
+@pytest.mark.parametrize("row_wise", [False, True])
+def test_factored_row_gradient_step_equals_the_formed_sparse_step(
+    weighted, with_dense_block, row_wise
+):
     """Rows summed inside the update: same values and moments as forming the gradient first."""
     hidden = 6
     results = []
@@ -395,7 +495,7 @@ def test_factored_row_gradient_step_equals_the_formed_sparse_step(weighted, with
         if factored:
             weight_t.row_gradient_factors = []
         sink = getattr(weight_t, "row_gradient_factors", None)
-        opt = RowSparseAdam([weight_t, bias], lr=0.05, eps=0.01)
+        opt = RowSparseAdam([weight_t, bias], lr=0.05, eps=0.01, row_second_moment=row_wise)
         for step in range(3):
             out_grad = torch.randn(9, hidden, generator=gen)
             n_passes = 2 if step == 2 else 1  # two backward passes before one step
@@ -412,6 +512,7 @@ def test_factored_row_gradient_step_equals_the_formed_sparse_step(weighted, with
         state = opt.state[weight_t]
         results.append((weight_t.detach(), state["exp_avg"], state["exp_avg_sq"], bias.detach()))
         assert int(state["step"]) == 3
+        assert state["exp_avg_sq"].dim() == (1 if row_wise else 2)
     for a, b in zip(*results):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     moved = (results[0][1] != 0).any(1)

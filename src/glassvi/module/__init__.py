@@ -7,12 +7,14 @@ from ._distributions import (
     FeatureNegativeBinomial,
     FeaturePoisson,
     SampledBernoulli,
+    feature_draw_probabilities,
     nonzero_key,
 )
 from ._program import ProgramDecoder, ProgramVAE
 from ._vae import (
     LIKELIHOODS,
     MULTIOME_ATAC_WEIGHT,
+    ZERO_SAMPLE,
     ZERO_SAMPLE_FRACTION,
     GlassVAE,
     resolve_modality_weights,
@@ -30,7 +32,9 @@ __all__ = [
     "ProgramVAE",
     "SampledBernoulli",
     "expression_moments",
+    "feature_draw_probabilities",
     "nonzero_key",
     "resolve_modality_weights",
+    "ZERO_SAMPLE",
     "ZERO_SAMPLE_FRACTION",
 ]

@@ -23,8 +23,11 @@ The Bernoulli log-likelihood of binary accessibility, summed over the features o
 ``sum over the ones of the logits - sum over all features of softplus(logits)``
 (:class:`FeatureBernoulli`): the first sum is read at the non-zero positions only, the second is
 one pass over the logits that also gives the gradient. In training, :class:`SampledBernoulli`
-estimates it from the ones (as cell-feature pairs) and a uniform sample of the features, so that
-its cost follows the non-zero entries.
+estimates it from the ones (as cell-feature pairs) and a random sample of the features, so that
+its cost follows the non-zero entries. Features are drawn uniformly or, with lower variance for
+the same expected number, more often where zeros weigh more: a zero entry costs ``softplus(l)``,
+about the feature's open probability when it is small, and peaks' open rates span orders of
+magnitude (:func:`feature_draw_probabilities`).
 """
 
 from __future__ import annotations
@@ -483,16 +486,17 @@ class FeatureBernoulli(Bernoulli):
 
 
 class SampledBernoulli(FeatureBernoulli):
-    """Bernoulli likelihood estimated from the ones and a uniform sample of the features.
+    """Bernoulli likelihood estimated from the ones and a random sample of the features.
 
     The log-likelihood of a cell, ``sum over the ones of log(sigmoid(l))`` plus ``- sum over
     the zeros of softplus(l)``, is estimated by evaluating
 
     - the ones exactly, as (cell, feature) pairs whose logits ``pair_logits`` cost one dot
       product each (see :meth:`~glassvi.module.LinearFeatureDecoder.pair_logits`), and
-    - the zeros on features drawn uniformly with probability ``fraction`` (``logits`` holds
-      every cell's logits at these ``columns``), weighted by ``1 / fraction``: the softplus
-      summed over all entries of the drawn columns, less that of the ones among them.
+    - the zeros on features drawn independently, each with probability ``fraction`` (one
+      value, or one per feature) (``logits`` holds every cell's logits at these ``columns``),
+      weighted by ``1 / fraction``: the softplus summed over all entries of the drawn columns,
+      less that of the ones among them.
 
     The estimate is unbiased, and so is its gradient; its cost follows the non-zero entries
     plus ``fraction`` x cells x features, without evaluating every feature open in some cell
@@ -505,7 +509,8 @@ class SampledBernoulli(FeatureBernoulli):
     columns
         Drawn features (sorted indices).
     fraction
-        Probability with which each feature was drawn, in ``(0, 1]``.
+        Probability with which each feature was drawn, in ``(0, 1]``: one value for all, or a
+        tensor of one per feature (``n_features``).
     pair_logits
         Logits at the ones, one per entry of ``pair_positions``.
     pair_positions
@@ -528,11 +533,20 @@ class SampledBernoulli(FeatureBernoulli):
         pair_positions: torch.Tensor,
     ):
         super().__init__(logits, columns)
-        if not 0.0 < fraction <= 1.0:
-            raise ValueError(f"fraction must lie in (0, 1], got {fraction}.")
+        if isinstance(fraction, torch.Tensor):
+            if fraction.dim() != 1:
+                raise ValueError("fraction must be one value or one value per feature.")
+            # each drawn column weighs 1 / its probability (in the softplus sum of its zeros)
+            self.feature_weight = torch.reciprocal(fraction.to(logits.dtype))
+            self.column_weight = self.feature_weight.index_select(0, columns)
+        else:
+            if not 0.0 < fraction <= 1.0:
+                raise ValueError(f"fraction must lie in (0, 1], got {fraction}.")
+            self.feature_weight = None
+            fraction = float(fraction)
         if pair_logits.shape != pair_positions.shape:
             raise ValueError("pair_logits and pair_positions must have the same shape.")
-        self.fraction = float(fraction)
+        self.fraction = fraction
         self.pair_logits = pair_logits
         self.pair_positions = pair_positions
 
@@ -558,28 +572,94 @@ class SampledBernoulli(FeatureBernoulli):
         if value.dim() != 2 or logits.dim() != 2 or logits.shape[0] != n_cells:
             raise ValueError(f"logits of shape {tuple(logits.shape)} for values {value.shape}.")
         empty = self.pair_positions[:0]
-        # - sum over the drawn columns of softplus, for every cell
-        zeros = _BernoulliCellLogProb.apply(logits.contiguous(), empty, logits.new_zeros(0), None)
+        # - sum over the drawn columns of softplus (weighted), for every cell
+        zeros = _BernoulliCellLogProb.apply(
+            logits.contiguous(), empty, logits.new_zeros(0), self.column_weight
+        )
         rows = torch.div(self.pair_positions, n_feat, rounding_mode="floor")
         drawn = torch.zeros(n_feat, dtype=logits.dtype, device=logits.device)
-        drawn[self.columns] = 1.0 / self.fraction
+        if self.feature_weight is None:
+            drawn[self.columns] = 1.0 / self.fraction
+            zeros = zeros / self.fraction
+        else:
+            if self.feature_weight.numel() != n_feat:
+                raise ValueError(
+                    f"{self.feature_weight.numel()} draw probabilities for {n_feat} features."
+                )
+            drawn[self.columns] = self.column_weight
         pair = self.pair_logits
         # the ones: log(sigmoid(l)) exactly, and their softplus taken back out of the drawn sum
         ones = F.logsigmoid(pair) + drawn[self.pair_positions - rows * n_feat] * F.softplus(pair)
-        return (zeros / self.fraction).index_add(0, rows, ones)
+        return zeros.index_add(0, rows, ones)
+
+
+#: share of the expected draw of :func:`feature_draw_probabilities` spread evenly over the
+#: features (the rest follows their open probability)
+UNIFORM_DRAW_SHARE = 1.0 / 6.0
+
+
+def feature_draw_probabilities(
+    open_probability: torch.Tensor, fraction: float, uniform_share: float = UNIFORM_DRAW_SHARE
+) -> torch.Tensor:
+    """Probability of drawing each feature for :class:`SampledBernoulli`, ``fraction`` on average.
+
+    A zero entry of feature ``g`` adds ``softplus(l)`` to the negative log-likelihood, about
+    the feature's open probability where that is small: drawing features in proportion to it
+    estimates the sum of the zeros with a lower variance than a uniform draw of the same
+    expected size (importance sampling; the optimal probabilities are proportional to the
+    terms). A share ``uniform_share`` of the draw is spread evenly, so that every feature,
+    also one never seen open, keeps a probability of at least ``uniform_share * fraction``.
+    Probabilities are capped at 1 (the expected draw is then a little smaller).
+
+    Parameters
+    ----------
+    open_probability
+        Typical open probability of each feature (e.g. the sigmoid of the decoder's bias).
+    fraction
+        Expected share of the features drawn, in ``(0, 1]``.
+    uniform_share
+        Share of the draw spread evenly over the features, in ``(0, 1]``.
+
+    Returns
+    -------
+    One probability per feature.
+
+    Examples
+    --------
+    >>> p = feature_draw_probabilities(torch.tensor([0.1, 0.1, 0.0, 0.2]), 0.5, 0.2)
+    >>> [round(x, 3) for x in p.tolist()]
+    [0.5, 0.5, 0.1, 0.9]
+    """
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"fraction must lie in (0, 1], got {fraction}.")
+    if not 0.0 < uniform_share <= 1.0:
+        raise ValueError(f"uniform_share must lie in (0, 1], got {uniform_share}.")
+    mean = open_probability.mean()
+    if not bool(mean > 0):
+        return torch.full_like(open_probability, fraction)
+    share = open_probability * ((1.0 - uniform_share) / mean) + uniform_share
+    return share.mul_(fraction).clamp_(max=1.0)
 
 
 def draw_features(
-    n_features: int, fraction: float, generator: torch.Generator | None = None, device=None
+    n_features: int,
+    fraction: float | torch.Tensor,
+    generator: torch.Generator | None = None,
+    device=None,
 ) -> torch.Tensor:
     """Features drawn independently with probability ``fraction``, as sorted indices.
+
+    ``fraction`` is one probability for every feature or a tensor of one per feature.
 
     Examples
     --------
     >>> draw_features(4, 1.0).tolist()
     [0, 1, 2, 3]
     """
-    if not 0.0 < fraction <= 1.0:
+    if isinstance(fraction, torch.Tensor):
+        if fraction.shape != (n_features,):
+            raise ValueError(f"fraction must hold one probability per feature ({n_features}).")
+    elif not 0.0 < fraction <= 1.0:
         raise ValueError(f"fraction must lie in (0, 1], got {fraction}.")
     drawn = torch.rand(n_features, device=device, generator=generator) < fraction
     if drawn.device.type == "cpu":

@@ -14,6 +14,13 @@ memory instead of two. The encoder can also hand over its gradient unformed, as
 the entries and output gradient whose products it sums (``row_gradient_factors``): each row's
 gradient is then summed in a small buffer just before the row is updated, so that the
 gradient rows are never written out and read back.
+
+Optionally (``row_second_moment=True``) a parameter updated by rows keeps one second moment
+per row, the running mean of its squared gradient averaged over the row, while the first
+moment stays per element: the row-wise Adam of embedding-table training (as row-wise Adagrad
+keeps one accumulator per row). The elements of a row then share one step size; a row's
+state is its value, its first moment and one number, a third less memory traffic, and the
+square root and division are taken once per row.
 """
 
 from __future__ import annotations
@@ -140,7 +147,95 @@ def _kernels():
                     exp_avg_sq[j] = v
                     value[j] -= step * m / (np.sqrt(v) * scale + eps)
 
-        _KERNELS = (_update_rows, _update_factored)
+        # reassociation lets the sum of squares of a row vectorise (its order is free)
+        @numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc", "nsz"})
+        def _update_rows_rowwise(
+            param, exp_avg, exp_avg_sq, index, grad, beta1, beta2, c1, c2, step, scale, eps,
+        ):  # fmt: skip
+            n = param.shape[1]
+            inv_n = np.float32(1.0 / n)
+            for k in range(index.shape[0]):
+                if k + ahead < index.shape[0]:
+                    ahead_row = index[k + ahead]
+                    for j in range(ahead_row * n, (ahead_row + 1) * n, 16):
+                        prefetch(param, j)
+                    for j in range(ahead_row * n, (ahead_row + 1) * n, 16):
+                        prefetch(exp_avg, j)
+                r = index[k]
+                row_grad = grad[k]
+                squares = np.float32(0.0)
+                for j in range(n):
+                    squares += row_grad[j] * row_grad[j]
+                v = exp_avg_sq[r] * beta2 + c2 * squares * inv_n
+                exp_avg_sq[r] = v
+                rate = step / (np.sqrt(v) * scale + eps)
+                value, exp_avg_row = param[r], exp_avg[r]
+                for j in range(n):
+                    m = exp_avg_row[j] * beta1 + c1 * row_grad[j]
+                    exp_avg_row[j] = m
+                    value[j] -= rate * m
+
+        @numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc", "nsz"})
+        def _update_factored_rowwise(
+            param, exp_avg, exp_avg_sq, cells, columns, weights, grad, beta1, beta2, c1, c2,
+            step, scale, eps,
+        ):  # fmt: skip
+            n_rows = param.shape[0]
+            start = np.zeros(n_rows + 1, np.int64)
+            for c in columns:
+                start[c + 1] += 1
+            n_touched = 0
+            for r in range(n_rows):
+                n_touched += start[r + 1] > 0
+                start[r + 1] += start[r]
+            touched = np.empty(n_touched, np.int64)
+            n_touched = 0
+            for r in range(n_rows):
+                if start[r] != start[r + 1]:
+                    touched[n_touched] = r
+                    n_touched += 1
+            fill = start[:-1].copy()
+            order = np.empty(columns.shape[0], np.int64)
+            for e in range(columns.shape[0]):
+                order[fill[columns[e]]] = e
+                fill[columns[e]] += 1
+            weighted = weights.shape[0] > 0
+            n = param.shape[1]
+            inv_n = np.float32(1.0 / n)
+            row_grad = np.empty(n, np.float32)
+            for t in range(min(ahead, n_touched)):
+                first = touched[t]
+                for j in range(first * n, (first + 1) * n, 16):
+                    prefetch(param, j)
+                    prefetch(exp_avg, j)
+            for t in range(n_touched):
+                if t + ahead < n_touched:
+                    ahead_row = touched[t + ahead]
+                    for j in range(ahead_row * n, (ahead_row + 1) * n, 16):
+                        prefetch(param, j)
+                    for j in range(ahead_row * n, (ahead_row + 1) * n, 16):
+                        prefetch(exp_avg, j)
+                r = touched[t]
+                row_grad[:] = 0.0
+                for k in range(start[r], start[r + 1]):
+                    e = order[k]
+                    w = weights[e] if weighted else np.float32(1.0)
+                    cell_grad = grad[cells[e]]
+                    for j in range(n):
+                        row_grad[j] += w * cell_grad[j]
+                squares = np.float32(0.0)
+                for j in range(n):
+                    squares += row_grad[j] * row_grad[j]
+                v = exp_avg_sq[r] * beta2 + c2 * squares * inv_n
+                exp_avg_sq[r] = v
+                rate = step / (np.sqrt(v) * scale + eps)
+                value, exp_avg_row = param[r], exp_avg[r]
+                for j in range(n):
+                    m = exp_avg_row[j] * beta1 + c1 * row_grad[j]
+                    exp_avg_row[j] = m
+                    value[j] -= rate * m
+
+        _KERNELS = (_update_rows, _update_factored, _update_rows_rowwise, _update_factored_rowwise)
     return _KERNELS
 
 
@@ -207,6 +302,67 @@ def lazy_adam_factored_(
             grad.detach().numpy(),
             *_adam_scalars(lr, beta1, beta2, eps, step),
         )
+
+
+def row_adam_rows_(
+    param: torch.Tensor,
+    exp_avg: torch.Tensor,
+    exp_avg_sq: torch.Tensor,
+    index: torch.Tensor,
+    grad: torch.Tensor,
+    *,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    step: int,
+) -> None:
+    """Row-wise Adam step on rows ``index`` of ``param``, in place.
+
+    As :func:`lazy_adam_rows_`, but ``exp_avg_sq`` holds one second moment per row of
+    ``param`` (shape ``(rows,)``), updated with the mean over the row of the squared
+    gradient; each row's elements move by ``lr * m_hat / (sqrt(v_hat) + eps)`` with the
+    row's ``v_hat``. ``exp_avg`` has ``param``'s shape. Contiguous CPU float32 tensors.
+    """
+    _kernels()[2](
+        param.detach().numpy(),
+        exp_avg.numpy(),
+        exp_avg_sq.numpy(),
+        index.numpy(),
+        grad.detach().numpy(),
+        *_adam_scalars(lr, beta1, beta2, eps, step),
+    )
+
+
+def row_adam_factored_(
+    param: torch.Tensor,
+    exp_avg: torch.Tensor,
+    exp_avg_sq: torch.Tensor,
+    cells: torch.Tensor,
+    columns: torch.Tensor,
+    weights: torch.Tensor | None,
+    grad: torch.Tensor,
+    *,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    step: int,
+) -> None:
+    """:func:`row_adam_rows_` on the rows ``columns`` reach, their gradient given by factors.
+
+    The row gradients are those of :func:`lazy_adam_factored_`.
+    """
+    _kernels()[3](
+        param.detach().numpy(),
+        exp_avg.numpy(),
+        exp_avg_sq.numpy(),
+        cells.numpy(),
+        columns.numpy(),
+        np.zeros(0, np.float32) if weights is None else weights.detach().numpy(),
+        grad.detach().numpy(),
+        *_adam_scalars(lr, beta1, beta2, eps, step),
+    )
 
 
 def _interleaved_moments(param: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -298,10 +454,20 @@ class RowSparseAdam(torch.optim.Adam):
     then taken with each row's gradient summed as the row is updated. :meth:`zero_grad` and
     :meth:`step` empty these lists.
 
+    With ``row_second_moment=True``, a matrix updated by rows keeps one second moment per row
+    (state ``exp_avg_sq`` of shape ``(rows,)``: the running mean of the squared gradient
+    averaged over the row), its first moment per element: row-wise Adam, as used for
+    embedding tables. The elements of a row share one step size. A dense gradient of such a
+    matrix updates every row the same way. Element-wise moments found in the state (a loaded
+    state, exact steps before) are turned into row-wise ones by their row means, and back by
+    repeating them when ``row_second_moment=False``.
+
     Parameters
     ----------
     params
         Parameters or parameter groups, as for :class:`torch.optim.Adam`.
+    row_second_moment
+        Keep one second moment per row for matrices updated by rows (see above).
     **kwargs
         Arguments of :class:`torch.optim.Adam`. Sparse gradients need ``weight_decay=0``,
         ``amsgrad=False`` and ``maximize=False``, and parameters on the CPU in float32.
@@ -317,6 +483,10 @@ class RowSparseAdam(torch.optim.Adam):
     [0.0, -0.1, 0.0, 0.0]
     """
 
+    def __init__(self, params, row_second_moment: bool = False, **kwargs):
+        super().__init__(params, **kwargs)
+        self.row_second_moment = bool(row_second_moment)
+
     @torch.no_grad()
     def step(self, closure=None):
         """One step: torch's Adam on dense gradients, the lazy row step on sparse ones."""
@@ -324,7 +494,7 @@ class RowSparseAdam(torch.optim.Adam):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        sparse, factored = [], []
+        sparse, factored, dense_rows = [], [], []
         for group in self.param_groups:
             for param in group["params"]:
                 pending = getattr(param, "row_gradient_factors", None)
@@ -342,15 +512,24 @@ class RowSparseAdam(torch.optim.Adam):
                 if param.grad is not None and param.grad.is_sparse:
                     sparse.append((group, param, param.grad))
                     param.grad = None
+                elif param.grad is not None and _row_moment(self.state.get(param), param):
+                    if self.row_second_moment:
+                        # a dense gradient of a matrix with row-wise moments: every row
+                        dense_rows.append((group, param, param.grad))
+                        param.grad = None
+                    else:
+                        _element_moments(self.state[param], param)
                 elif param.grad is not None:
                     _contiguous_moments(self.state.get(param))
         try:
             super().step()
         finally:
-            for _, param, grad in sparse:
+            for _, param, grad in sparse + dense_rows:
                 param.grad = grad
         for group, param, grad in sparse:
             self._rows_step(group, param, grad)
+        for group, param, grad in dense_rows:
+            self._dense_rows_step(group, param, grad)
         for group, param, factors in factored:
             self._factored_step(group, param, factors)
         return loss
@@ -374,14 +553,27 @@ class RowSparseAdam(torch.optim.Adam):
         if not param.is_contiguous():
             raise ValueError("A sparse gradient must list rows of a contiguous parameter.")
         state = self.state[param]
+        row_wise = self.row_second_moment and param.dim() == 2
         if len(state) == 0:
             state["step"] = torch.tensor(0.0, dtype=torch.float32)
-            state["exp_avg"], state["exp_avg_sq"] = _interleaved_moments(param)
-        elif param.dim() == 2 and _interleaved_base(state["exp_avg"], state["exp_avg_sq"]) is None:
-            # moments from a dense step or a loaded state: moved into one buffer once
+            if row_wise:
+                state["exp_avg"] = torch.zeros(param.shape, dtype=param.dtype)
+                state["exp_avg_sq"] = param.new_zeros(param.shape[0])
+            else:
+                state["exp_avg"], state["exp_avg_sq"] = _interleaved_moments(param)
+        elif row_wise:
+            if not _row_moment(state, param):
+                # element-wise moments (exact steps before, a loaded state): their row means
+                state["exp_avg"] = state["exp_avg"].contiguous()
+                state["exp_avg_sq"] = state["exp_avg_sq"].mean(1)
+        elif param.dim() == 2 and (
+            _row_moment(state, param)
+            or _interleaved_base(state["exp_avg"], state["exp_avg_sq"]) is None
+        ):
+            # moments from a dense step, a loaded or a row-wise state: into one buffer once
             exp_avg, exp_avg_sq = _interleaved_moments(param)
             exp_avg.copy_(state["exp_avg"])
-            exp_avg_sq.copy_(state["exp_avg_sq"])
+            exp_avg_sq.copy_(state["exp_avg_sq"].reshape(param.shape[0], -1))
             state["exp_avg"], state["exp_avg_sq"] = exp_avg, exp_avg_sq
         state["step"] += 1
         beta1, beta2 = group["betas"]
@@ -400,7 +592,8 @@ class RowSparseAdam(torch.optim.Adam):
         if not grad.is_coalesced() and not _sorted_distinct(grad._indices()[0]):
             grad = grad.coalesce()
         state, options = self._rows_state(group, param)
-        lazy_adam_rows_(
+        rows_step = row_adam_rows_ if _row_moment(state, param) else lazy_adam_rows_
+        rows_step(
             param,
             state["exp_avg"],
             state["exp_avg_sq"],
@@ -409,14 +602,24 @@ class RowSparseAdam(torch.optim.Adam):
             **options,
         )
 
+    def _dense_rows_step(self, group: dict, param: torch.Tensor, grad: torch.Tensor) -> None:
+        state, options = self._rows_state(group, param)
+        index = torch.arange(param.shape[0])
+        row_adam_rows_(
+            param, state["exp_avg"], state["exp_avg_sq"], index, grad.contiguous(), **options
+        )
+
     def _factored_step(self, group: dict, param: torch.Tensor, factors) -> None:
         state, options = self._rows_state(group, param)
         moments = (param, state["exp_avg"], state["exp_avg_sq"])
+        row_wise = _row_moment(state, param)
         if factors.index.numel():
             # rows given whole (dense input columns); the entries reach other rows
-            lazy_adam_rows_(*moments, factors.index, factors.rows.contiguous(), **options)
+            rows_step = row_adam_rows_ if row_wise else lazy_adam_rows_
+            rows_step(*moments, factors.index, factors.rows.contiguous(), **options)
         if factors.cells.numel():
-            lazy_adam_factored_(
+            factored_step = row_adam_factored_ if row_wise else lazy_adam_factored_
+            factored_step(
                 *moments,
                 factors.cells,
                 factors.columns,
@@ -424,6 +627,17 @@ class RowSparseAdam(torch.optim.Adam):
                 factors.grad.contiguous(),
                 **options,
             )
+
+
+def _row_moment(state: dict | None, param: torch.Tensor) -> bool:
+    """Whether ``state`` holds one second moment per row of the matrix ``param``."""
+    return bool(state) and param.dim() == 2 and state["exp_avg_sq"].dim() == 1
+
+
+def _element_moments(state: dict, param: torch.Tensor) -> None:
+    """Row-wise second moments repeated over their rows (for element-wise steps)."""
+    state["exp_avg"] = state["exp_avg"].contiguous()
+    state["exp_avg_sq"] = state["exp_avg_sq"].unsqueeze(1).expand(param.shape).contiguous()
 
 
 def _contiguous_moments(state: dict | None) -> None:
