@@ -38,6 +38,8 @@ from scvi.distributions import NegativeBinomial
 from torch.distributions import Bernoulli, Poisson
 from torch.nn import functional as F
 
+from ._sparse_input import _rows_of
+
 #: counts below this are read from the tables; larger ones are evaluated directly
 TABLE_SIZE = 32
 
@@ -111,7 +113,7 @@ def _table_columns(flat, theta_rows, n_feat):
     """
     column = flat % n_feat
     if theta_rows is not None:
-        column = column + theta_rows[torch.div(flat, n_feat, rounding_mode="floor")] * n_feat
+        column = column + theta_rows[_rows_of(flat, n_feat)] * n_feat
     return column
 
 
@@ -368,7 +370,7 @@ class _BernoulliCellLogProb(torch.autograd.Function):
         # sigmoid(-l) is 0 in float32 for l > 88; softplus(l) is then read as -log(tiny) = 87.3
         log_q = torch.log(q.clamp_min_(torch.finfo(q.dtype).tiny))
         ll = log_q.sum(-1) if column_weight is None else log_q @ column_weight
-        rows = torch.div(flat, n_feat, rounding_mode="floor")
+        rows = _rows_of(flat, n_feat)
         ll.index_add_(0, rows, logits.reshape(-1).take(flat) * weight)
         ctx.save_for_backward(q, flat, rows, weight, column_weight)
         return ll
@@ -471,7 +473,7 @@ class FeatureBernoulli(Bernoulli):
             # positions in the columns held; stored zeros outside them are dropped
             position = torch.full((n_feat,), -1, dtype=torch.int64, device=logits.device)
             position[columns] = torch.arange(columns.numel(), device=logits.device)
-            rows = torch.div(nonzero, n_feat, rounding_mode="floor")
+            rows = _rows_of(nonzero, n_feat)
             held = position[nonzero - rows * n_feat]
             keep = held >= 0
             if not bool((keep | (weight == 0)).all()):
@@ -576,7 +578,7 @@ class SampledBernoulli(FeatureBernoulli):
         zeros = _BernoulliCellLogProb.apply(
             logits.contiguous(), empty, logits.new_zeros(0), self.column_weight
         )
-        rows = torch.div(self.pair_positions, n_feat, rounding_mode="floor")
+        rows = _rows_of(self.pair_positions, n_feat)
         drawn = torch.zeros(n_feat, dtype=logits.dtype, device=logits.device)
         if self.feature_weight is None:
             drawn[self.columns] = 1.0 / self.fraction

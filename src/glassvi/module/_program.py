@@ -17,6 +17,7 @@ from ._anchor import anchor_loss, normalised_log_expression, normalised_log_valu
 from ._decoders import LinearFeatureDecoder, _PairDot
 from ._distributions import as_dense, nonzero_key, values_at
 from ._linalg import psd_pinv
+from ._sparse_input import _rows_of
 from ._surgery import freeze_columns_hook, freeze_rows_hook, program_mask_from_state
 from ._vae import GlassVAE
 
@@ -828,7 +829,7 @@ class ProgramVAE(GlassVAE):
                 sums = torch.sparse.mm(members, y.T).T
             else:
                 n_feat = x[mod].shape[-1]
-                rows = torch.div(flat, n_feat, rounding_mode="floor")
+                rows = _rows_of(flat, n_feat)
                 cols = flat - rows * n_feat
                 values = values_at(x[mod], flat).float()
                 y = normalised_log_values(values, rows, n_cells, binary) / sd[cols]
@@ -975,7 +976,7 @@ class ProgramVAE(GlassVAE):
                 sq_mod = (y * y).sum(-1)
             else:
                 n_feat = x[mod].shape[-1]
-                rows = torch.div(flat, n_feat, rounding_mode="floor")
+                rows = _rows_of(flat, n_feat)
                 cols = flat - rows * n_feat
                 values = values_at(x[mod], flat).float()
                 y = normalised_log_values(values, rows, n_cells, binary)

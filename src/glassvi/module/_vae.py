@@ -26,7 +26,7 @@ from ._distributions import (
     nonzero_key,
     values_at,
 )
-from ._sparse_input import SparseBlock, SparseInputEncoder
+from ._sparse_input import SparseBlock, SparseInputEncoder, _rows_of
 from ._surgery import train_new_categories_
 
 LIKELIHOODS = ("nb", "zinb", "poisson", "bernoulli")
@@ -546,7 +546,7 @@ class GlassVAE(BaseModuleClass):
         library = {}
         for m in self.modalities:
             if m in nonzero:
-                rows = torch.div(nonzero[m], x[m].shape[-1], rounding_mode="floor")
+                rows = _rows_of(nonzero[m], x[m].shape[-1])
                 total = values[m].new_zeros(x[m].shape[0]).index_add_(0, rows, values[m])
                 total = total.unsqueeze(-1)
             else:
@@ -645,7 +645,7 @@ class GlassVAE(BaseModuleClass):
             # features whose zeros weigh more (open more often) are drawn more often
             fraction = feature_draw_probabilities(torch.sigmoid(decoder.bias.detach()), fraction)
         columns = draw_features(n_feat, fraction, self._feature_generator(z.device), z.device)
-        rows = torch.div(ones, n_feat, rounding_mode="floor")
+        rows = _rows_of(ones, n_feat)
         eta, pair = decoder.sampled_logits(
             z, columns, rows, ones - rows * n_feat, batch_index, cat_covs, cont_covs, offset
         )
