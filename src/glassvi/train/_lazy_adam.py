@@ -631,7 +631,7 @@ class RowSparseAdam(torch.optim.Adam):
 
 def _row_moment(state: dict | None, param: torch.Tensor) -> bool:
     """Whether ``state`` holds one second moment per row of the matrix ``param``."""
-    return bool(state) and param.dim() == 2 and state["exp_avg_sq"].dim() == 1
+    return bool(state) and param.dim() == 2 and state.get("exp_avg_sq", param).dim() == 1
 
 
 def _element_moments(state: dict, param: torch.Tensor) -> None:
