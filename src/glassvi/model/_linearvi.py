@@ -63,6 +63,11 @@ class LinearVI(GlassModelBase):
         AUROC over RNA alone with ATAC weight 1, against -0.007 to +0.015 with weight 0 (ATAC
         only informing the encoder's input). ``{"atac": 0.0}`` keeps ATAC out of what the
         factors mean. See :func:`glassvi.module.resolve_modality_weights`.
+    encoder
+        How the factors are inferred from several modalities: ``"joint"``, one encoder over the
+        concatenated modalities, or ``"experts"``, one encoder per modality combined as a
+        product of Gaussian experts (:class:`~glassvi.module.ModalityExpertsEncoder`). ``None``
+        (default): :data:`glassvi.module.MULTIOME_ENCODER` with several modalities.
     **module_kwargs
         Further keyword arguments of :class:`~glassvi.module.GlassVAE`.
 
@@ -91,6 +96,7 @@ class LinearVI(GlassModelBase):
         nonnegative: bool = False,
         classifier: bool | None = None,
         modality_weights: dict[str, float] | None = None,
+        encoder: Literal["joint", "experts"] | None = None,
         **module_kwargs,
     ):
         super().__init__(adata)
@@ -105,6 +111,8 @@ class LinearVI(GlassModelBase):
             dropout_rate=dropout_rate,
             dispersion=dispersion,
             nonnegative=nonnegative,
+            modality_weights=modality_weights,
+            encoder=encoder,
             **module_kwargs,
         )
         self._model_summary_string = (

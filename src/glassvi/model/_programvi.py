@@ -132,6 +132,10 @@ class ProgramVI(ProgramEvidenceMixin, DifferentialProgramsMixin, GlassModelBase)
         How much each modality shapes the program activities, in ``[0, 1]``, as in
         :class:`~glassvi.model.LinearVI` (which says how the default, the plain joint model,
         was chosen); ``{"atac": 0.0}`` lets ATAC inform the encoder's input only.
+    encoder
+        How the program activities are inferred from several modalities, as in
+        :class:`~glassvi.model.LinearVI`: ``"joint"`` or ``"experts"`` (a product of
+        per-modality experts); ``None`` (default): :data:`glassvi.module.MULTIOME_ENCODER`.
     n_decoys
         Number of hidden decoy programs trained alongside the annotated ones: random feature
         sets matched to the programs in size and expression. They give
@@ -178,6 +182,7 @@ class ProgramVI(ProgramEvidenceMixin, DifferentialProgramsMixin, GlassModelBase)
         dispersion: Literal["gene", "gene-batch"] = "gene",
         classifier: bool | None = None,
         modality_weights: dict[str, float] | None = None,
+        encoder: Literal["joint", "experts"] | None = None,
         n_decoys: int | None = None,
         **module_kwargs,
     ):
@@ -225,6 +230,7 @@ class ProgramVI(ProgramEvidenceMixin, DifferentialProgramsMixin, GlassModelBase)
             dropout_rate=dropout_rate,
             dispersion=dispersion,
             modality_weights=modality_weights,
+            encoder=encoder,
             **module_kwargs,
         )
         self._model_summary_string = (

@@ -10,10 +10,13 @@ from ._distributions import (
     feature_draw_probabilities,
     nonzero_key,
 )
+from ._experts import ModalityExpertsEncoder
 from ._program import ProgramDecoder, ProgramVAE
 from ._vae import (
+    EXPERT_DROPOUT,
     LIKELIHOODS,
     MULTIOME_ATAC_WEIGHT,
+    MULTIOME_ENCODER,
     ZERO_SAMPLE,
     ZERO_SAMPLE_FRACTION,
     GlassVAE,
@@ -21,6 +24,7 @@ from ._vae import (
 )
 
 __all__ = [
+    "EXPERT_DROPOUT",
     "FeatureBernoulli",
     "FeatureNegativeBinomial",
     "FeaturePoisson",
@@ -28,6 +32,8 @@ __all__ = [
     "LinearFeatureDecoder",
     "LIKELIHOODS",
     "MULTIOME_ATAC_WEIGHT",
+    "MULTIOME_ENCODER",
+    "ModalityExpertsEncoder",
     "ProgramDecoder",
     "ProgramVAE",
     "SampledBernoulli",

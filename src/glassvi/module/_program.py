@@ -16,6 +16,7 @@ from .._compiled import kernels_apply
 from ._anchor import anchor_loss, normalised_log_expression, normalised_log_values
 from ._decoders import LinearFeatureDecoder, _PairDot
 from ._distributions import as_dense, nonzero_key, values_at
+from ._experts import ModalityExpertsEncoder
 from ._linalg import psd_pinv
 from ._sparse_input import _rows_of
 from ._surgery import freeze_columns_hook, freeze_rows_hook, program_mask_from_state
@@ -719,7 +720,7 @@ class ProgramVAE(GlassVAE):
         self.anchor_hidden = anchor_hidden
         self.anchor_hidden_share = share
         if share < 1.0 and self.activity_anchor > 0:
-            self.z_encoder.mean_encoder.register_forward_hook(_keep_detached_output)
+            self._keep_detached_output()
         self._member_matrices: dict = {}
         self._member_indices: dict = {}
         self._joint_design_cache: tuple | None = None
@@ -728,6 +729,19 @@ class ProgramVAE(GlassVAE):
         self.n_decoys = int(n_decoys)
         if self.n_decoys:
             self._hide_decoys_()
+
+    def _keep_detached_output(self) -> None:
+        """Have the encoder keep its posterior mean on detached hidden layers in training."""
+        if isinstance(self.z_encoder, ModalityExpertsEncoder):
+            self.z_encoder.keep_detached_output = True
+        else:
+            self.z_encoder.mean_encoder.register_forward_hook(_keep_detached_output)
+
+    def _detached_output_holder(self) -> nn.Module:
+        """Where the encoder keeps that posterior mean (see :meth:`_keep_detached_output`)."""
+        if isinstance(self.z_encoder, ModalityExpertsEncoder):
+            return self.z_encoder
+        return self.z_encoder.mean_encoder
 
     # ------------------------------------------------------------------------- anchor
     def _member_matrix(self, mod: str) -> torch.Tensor:
@@ -1049,7 +1063,8 @@ class ProgramVAE(GlassVAE):
         share = self.anchor_hidden_share
         if share < 1.0:
             # the same posterior means, with the gradient path into the hidden layers scaled
-            kept = self.z_encoder.mean_encoder.__dict__.pop("output_on_detached_input", None)
+            holder = self._detached_output_holder()
+            kept = holder.__dict__.pop("output_on_detached_input", None)
             kept = activity.detach() if kept is None else kept
             activity = kept if share == 0.0 else kept + share * (activity - kept)
         penalty = self.anchor_penalty(tensors, activity)
@@ -1154,18 +1169,20 @@ class ProgramVAE(GlassVAE):
         if n_new <= 0:
             return
         n_old = self.n_latent
-        for name in ("mean_encoder", "var_encoder"):
-            old = getattr(self.z_encoder, name)
-            new = nn.Linear(old.in_features, n_old + n_new, device=old.weight.device)
-            new.weight[:n_old] = old.weight
-            new.bias[:n_old] = old.bias
-            # start the new units near the prior (small mean, unit variance)
-            new.weight[n_old:] *= 0.1
-            new.bias[n_old:] = 0.0
-            for param in (new.weight, new.bias):
-                param.requires_grad_(True)
-                param.register_hook(freeze_rows_hook(n_old))
-            setattr(self.z_encoder, name, new)
+        experts = getattr(self.z_encoder, "experts", None)
+        for encoder in [self.z_encoder] if experts is None else list(experts.values()):
+            for name in ("mean_encoder", "var_encoder"):
+                old = getattr(encoder, name)
+                new = nn.Linear(old.in_features, n_old + n_new, device=old.weight.device)
+                new.weight[:n_old] = old.weight
+                new.bias[:n_old] = old.bias
+                # start the new units near the prior (small mean, unit variance)
+                new.weight[n_old:] *= 0.1
+                new.bias[n_old:] = 0.0
+                for param in (new.weight, new.bias):
+                    param.requires_grad_(True)
+                    param.register_hook(freeze_rows_hook(n_old))
+                setattr(encoder, name, new)
         for dec in self.decoders.values():
             dec.add_denovo_(n_new)
             dec.weight.requires_grad_(True)
@@ -1183,4 +1200,4 @@ class ProgramVAE(GlassVAE):
         self.n_denovo += n_new
         self.z_encoder.n_output = self.n_latent
         if self.anchor_hidden_share < 1.0 and self.activity_anchor > 0:
-            self.z_encoder.mean_encoder.register_forward_hook(_keep_detached_output)
+            self._keep_detached_output()

@@ -7,8 +7,9 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
-#: state-dict key of the encoder's first layer (its columns: features, then covariates)
-_FIRST_ENCODER_WEIGHT = "z_encoder.encoder.fc_layers.Layer 0.0.weight"
+#: state-dict key of an encoder's first layer (its columns: features, then covariates), after
+#: the encoder's own prefix (``z_encoder.``, or ``z_encoder.experts.<modality>.``)
+_FIRST_ENCODER_WEIGHT = "encoder.fc_layers.Layer 0.0.weight"
 
 
 def freeze_rows_hook(n_frozen: int):
@@ -41,12 +42,19 @@ def train_new_categories_(module, ref_state: Mapping[str, torch.Tensor]) -> None
     encoder (scvi-tools drops one-category covariates); the new column is zeroed so the
     reference's cells keep a zero effect rather than its random initial weights.
     """
-    n_ref_cols = ref_state[_FIRST_ENCODER_WEIGHT].shape[1]
-    first = module.z_encoder.encoder.fc_layers[0][0]
-    n_input = first.weight.shape[1] - sum(module.z_encoder.encoder.n_cat_list)
-    if n_ref_cols == n_input and module.n_batch > 1:
-        with torch.no_grad():
-            first.weight[:, n_input] = 0.0
+    experts = getattr(module.z_encoder, "experts", None)
+    encoders = (
+        {"z_encoder.": module.z_encoder}
+        if experts is None
+        else {f"z_encoder.experts.{mod}.": enc for mod, enc in experts.items()}
+    )
+    for prefix, encoder in encoders.items():
+        n_ref_cols = ref_state[prefix + _FIRST_ENCODER_WEIGHT].shape[1]
+        first = encoder.encoder.fc_layers[0][0]
+        n_input = first.weight.shape[1] - sum(encoder.encoder.n_cat_list)
+        if n_ref_cols == n_input and module.n_batch > 1:
+            with torch.no_grad():
+                first.weight[:, n_input] = 0.0
     for role, decoder in module.decoders.items():
         params = {"batch_offset": decoder.batch_offset}
         params.update({f"cat_offsets.{j}": p for j, p in enumerate(decoder.cat_offsets)})
