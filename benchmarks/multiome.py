@@ -17,9 +17,9 @@ divided by the number of non-zero entries of that modality; the ATAC / RNA ratio
 Quality: one program per cortical cell type from marker lists ("dev": the lists the defaults
 were chosen on; "heldout": disjoint lists), peak programs through the linked genes; the AUROC of
 each program's activity for its cell type(s), averaged over programs (those whose cell types have
-at least 3 cells), for ProgramVI on RNA, RNA+ATAC (defaults: the plain joint model) and ATAC
-(``--quality-models`` adds RNA+ATAC with ATAC weight 0, ATAC informing the encoder's input
-only), and for scanpy's ``score_genes`` on normalised RNA; several seeds (seed = subsample and
+at least 3 cells), for ProgramVI on RNA, RNA+ATAC (defaults) and ATAC (``--quality-models``
+adds RNA+ATAC with either encoder, ``joint`` or ``experts``, and with ATAC weight 0, ATAC
+informing the encoder's input only), and for scanpy's ``score_genes`` on normalised RNA; several seeds (seed = subsample and
 training seed). The check is per run, so the per-seed difference RNA+ATAC - RNA is reported
 too.
 
@@ -197,6 +197,8 @@ def score_genes(mdata, markers: str) -> pd.DataFrame:
 SPEED_MODELS = {
     "LinearVI": ("LinearVI", ("rna", "atac"), {}),
     "ProgramVI": ("ProgramVI", ("rna", "atac"), {}),
+    "LinearVI experts": ("LinearVI", ("rna", "atac"), {"encoder": "experts"}),
+    "ProgramVI experts": ("ProgramVI", ("rna", "atac"), {"encoder": "experts"}),
     "MultiVI": ("MULTIVI", ("rna", "atac"), {}),
     "LinearVI RNA": ("LinearVI", ("rna",), {}),
     "LinearVI ATAC": ("LinearVI", ("atac",), {}),
@@ -269,10 +271,11 @@ def speed(mdata, epochs: int, repeats: int, models=None) -> dict:
         "per_nonzero": {},
     }
     for arch in ("LinearVI", "ProgramVI"):
-        if arch in runs and "MultiVI" in runs:
-            out["ratios"][f"{arch} / MultiVI"] = {
-                clock: ratio(arch, "MultiVI", clock) for clock in ("cpu_s", "wall_s")
-            }
+        for multi in (arch, f"{arch} experts"):
+            if multi in runs and "MultiVI" in runs:
+                out["ratios"][f"{multi} / MultiVI"] = {
+                    clock: ratio(multi, "MultiVI", clock) for clock in ("cpu_s", "wall_s")
+                }
         for atac in (f"{arch} ATAC", f"{arch} ATAC exact"):
             rna = f"{arch} RNA"
             if rna not in runs or atac not in runs:
@@ -298,6 +301,8 @@ def speed(mdata, epochs: int, repeats: int, models=None) -> dict:
 QUALITY_MODELS = {
     "ProgramVI RNA": (("rna",), {}),
     "ProgramVI RNA+ATAC": (("rna", "atac"), {}),
+    "ProgramVI RNA+ATAC joint": (("rna", "atac"), {"encoder": "joint"}),
+    "ProgramVI RNA+ATAC experts": (("rna", "atac"), {"encoder": "experts"}),
     # ATAC informs the encoder's input only (the default before measurement chose weight 1)
     "ProgramVI RNA+ATAC weight 0": (("rna", "atac"), {"modality_weights": {"atac": 0.0}}),
     "ProgramVI ATAC": (("atac",), {}),
