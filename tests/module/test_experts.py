@@ -228,3 +228,40 @@ def test_linearvi_passes_modality_weights_and_encoder_to_its_module():
     torch.testing.assert_close(model.module.modality_weights, torch.tensor([1.0, 0.3]))
     assert model.module.encoder_kind == "experts"
     assert LinearVI(data, n_latent=3).module.encoder_kind == "joint"
+
+
+def test_anchor_target_reads_the_count_modalities_of_a_multiome_module():
+    rng = np.random.default_rng(2)
+    x = {
+        "rna": torch.from_numpy(rng.poisson(3.0, (10, 12)).astype(np.float32)),
+        "atac": torch.from_numpy((rng.random((10, 20)) < 0.3).astype(np.float32)),
+    }
+    other_atac = dict(x, atac=1.0 - x["atac"])
+
+    def module(**kwargs):
+        torch.manual_seed(0)
+        masks = {
+            "rna": torch.from_numpy(np.random.default_rng(0).random((12, 4)) < 0.4),
+            "atac": torch.from_numpy(np.random.default_rng(1).random((20, 4)) < 0.3),
+        }
+        return ProgramVAE(
+            {"rna": 12, "atac": 20},
+            {"rna": "rna", "atac": "atac"},
+            {"rna": "nb", "atac": "bernoulli"},
+            masks,
+            activity_anchor=5.0,
+            **kwargs,
+        )
+
+    default = module()
+    assert default.anchor_modalities == ["rna"]
+    # the target ignores the accessibility: the same for other ATAC counts
+    torch.testing.assert_close(default.anchor_score(x), default.anchor_score(other_atac))
+    both = module(anchor_modalities=["rna", "atac"])
+    assert not torch.allclose(both.anchor_score(x), both.anchor_score(other_atac))
+    with pytest.raises(ValueError, match="anchor_modalities"):
+        module(anchor_modalities=["protein"])
+    alone = ProgramVAE(
+        {"atac": 20}, {"atac": "atac"}, {"atac": "bernoulli"}, {"atac": torch.ones(20, 2)}
+    )
+    assert alone.anchor_modalities == ["atac"]

@@ -113,6 +113,10 @@ class ProgramVI(ProgramEvidenceMixin, DifferentialProgramsMixin, GlassModelBase)
         measured run, and the decoys, which read the same hidden layers, do not get features
         fitted to their random members (see :doc:`/programs`). A number in ``[0, 1]`` lets
         that share of the anchor's gradient reach the hidden layers.
+    anchor_modalities
+        The modalities whose members' expression makes the anchor's target; ``None``
+        (default): RNA in an RNA+ATAC model (accessibility of linked peaks is a weak readout
+        of a program), ATAC in a model of ATAC alone. See :class:`~glassvi.module.ProgramVAE`.
     likelihood
         ``"nb"`` (default for RNA), ``"zinb"``, ``"poisson"`` or ``"bernoulli"`` (default for
         ATAC), or a dict per modality, as in :class:`~glassvi.model.LinearVI`.
@@ -175,6 +179,7 @@ class ProgramVI(ProgramEvidenceMixin, DifferentialProgramsMixin, GlassModelBase)
         activity_anchor: float = 20.0,
         anchor_target: Literal["joint", "mean"] = "joint",
         anchor_hidden: bool | float = False,
+        anchor_modalities: list[str] | None = None,
         likelihood: str | dict[str, str] | None = None,
         n_hidden: int = 128,
         n_layers: int = 1,
@@ -224,6 +229,7 @@ class ProgramVI(ProgramEvidenceMixin, DifferentialProgramsMixin, GlassModelBase)
             activity_anchor=activity_anchor,
             anchor_target=anchor_target,
             anchor_hidden=anchor_hidden,
+            anchor_modalities=anchor_modalities,
             feature_moments=self._feature_moments(kwargs["likelihoods"]),
             n_hidden=n_hidden,
             n_layers=n_layers,
