@@ -58,11 +58,10 @@ class LinearVI(GlassModelBase):
     modality_weights
         How much each modality shapes the latent factors, in ``[0, 1]``;
         each modality's decoder always fits its own counts. ``None`` (default): every modality
-        weighs 1, the plain joint model. Chosen by measurement: on real SNARE-seq cortex data
-        (held-out marker lists, 3 seeds) ProgramVI's marker programs gained 0.010 to 0.036
-        AUROC over RNA alone with ATAC weight 1, against -0.007 to +0.015 with weight 0 (ATAC
-        only informing the encoder's input). ``{"atac": 0.0}`` keeps ATAC out of what the
-        factors mean. See :func:`glassvi.module.resolve_modality_weights`.
+        weighs 1, the plain joint model, which no lower ATAC weight beat on real SNARE-seq
+        cortex data (ProgramVI marker programs, 3 seeds; see
+        :data:`glassvi.module.MULTIOME_ATAC_WEIGHT` for the figures). ``{"atac": 0.0}`` keeps
+        ATAC out of what the factors mean. See :func:`glassvi.module.resolve_modality_weights`.
     encoder
         How the factors are inferred from several modalities: ``"joint"``, one encoder over the
         concatenated modalities, or ``"experts"``, one encoder per modality combined as a

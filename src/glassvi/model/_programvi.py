@@ -114,9 +114,8 @@ class ProgramVI(ProgramEvidenceMixin, DifferentialProgramsMixin, GlassModelBase)
         fitted to their random members (see :doc:`/programs`). A number in ``[0, 1]`` lets
         that share of the anchor's gradient reach the hidden layers.
     anchor_modalities
-        The modalities whose members' expression makes the anchor's target; ``None``
-        (default): RNA in an RNA+ATAC model (accessibility of linked peaks is a weak readout
-        of a program), ATAC in a model of ATAC alone. See :class:`~glassvi.module.ProgramVAE`.
+        The modalities (``"rna"``, ``"atac"``) whose members' expression makes the anchor's
+        target; ``None`` (default): all of them. See :class:`~glassvi.module.ProgramVAE`.
     likelihood
         ``"nb"`` (default for RNA), ``"zinb"``, ``"poisson"`` or ``"bernoulli"`` (default for
         ATAC), or a dict per modality, as in :class:`~glassvi.model.LinearVI`.
