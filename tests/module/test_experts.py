@@ -268,3 +268,13 @@ def test_anchor_target_reads_the_modalities_asked_for():
         {"atac": 20}, {"atac": "atac"}, {"atac": "bernoulli"}, {"atac": torch.ones(20, 2)}
     )
     assert alone.anchor_modalities == ["atac"]
+
+
+def test_programvi_defaults_to_experts_with_several_modalities_only():
+    data = _multiome()
+    ProgramVI.setup_mudata(data, batch_key="sample")
+    assert isinstance(ProgramVI(data).module.z_encoder, ModalityExpertsEncoder)
+    assert ProgramVI(data, encoder="joint").module.encoder_kind == "joint"
+    rna = data["rna"].copy()
+    ProgramVI.setup_anndata(rna)
+    assert ProgramVI(rna).module.encoder_kind == "joint"

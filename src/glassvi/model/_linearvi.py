@@ -66,7 +66,7 @@ class LinearVI(GlassModelBase):
         How the factors are inferred from several modalities: ``"joint"``, one encoder over the
         concatenated modalities, or ``"experts"``, one encoder per modality combined as a
         product of Gaussian experts (:class:`~glassvi.module.ModalityExpertsEncoder`). ``None``
-        (default): :data:`glassvi.module.MULTIOME_ENCODER` with several modalities.
+        (default): ``"joint"``.
     **module_kwargs
         Further keyword arguments of :class:`~glassvi.module.GlassVAE`.
 

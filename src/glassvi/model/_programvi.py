@@ -138,7 +138,10 @@ class ProgramVI(ProgramEvidenceMixin, DifferentialProgramsMixin, GlassModelBase)
     encoder
         How the program activities are inferred from several modalities, as in
         :class:`~glassvi.model.LinearVI`: ``"joint"`` or ``"experts"`` (a product of
-        per-modality experts); ``None`` (default): :data:`glassvi.module.MULTIOME_ENCODER`.
+        per-modality experts); ``None`` (default): the experts with several modalities
+        (:data:`glassvi.module.MULTIOME_ENCODER`, which gives the measurements: on real
+        SNARE-seq cortex the experts' RNA+ATAC programs beat RNA alone in 5 of 6 runs, the joint
+        encoder's in 4 of 6), the joint encoder with one.
     n_decoys
         Number of hidden decoy programs trained alongside the annotated ones: random feature
         sets matched to the programs in size and expression. They give

@@ -20,7 +20,7 @@ from ._experts import ModalityExpertsEncoder
 from ._linalg import psd_pinv
 from ._sparse_input import _rows_of
 from ._surgery import freeze_columns_hook, freeze_rows_hook, program_mask_from_state
-from ._vae import GlassVAE
+from ._vae import MULTIOME_ENCODER, GlassVAE
 
 #: what program activities can be anchored to (``ProgramVAE(anchor_target=...)``)
 ANCHOR_TARGETS = ("joint", "mean")
@@ -651,6 +651,7 @@ class ProgramVAE(GlassVAE):
     """
 
     _decoder_cls = ProgramDecoder
+    _multiome_encoder = MULTIOME_ENCODER
     #: minibatch key of the anchor's targets when the data loader passes them, computed once
     #: before training (:meth:`anchor_score` depends on the data only); else computed per step
     anchor_target_key = "anchor_target"
