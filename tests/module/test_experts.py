@@ -278,3 +278,26 @@ def test_programvi_defaults_to_experts_with_several_modalities_only():
     rna = data["rna"].copy()
     ProgramVI.setup_anndata(rna)
     assert ProgramVI(rna).module.encoder_kind == "joint"
+
+
+def test_models_saved_without_an_encoder_parameter_load_with_the_joint_encoder(tmp_path):
+    data = _multiome()
+    ProgramVI.setup_mudata(data, batch_key="sample")
+    model = ProgramVI(data, encoder="joint")
+    assert model.init_params_["non_kwargs"]["encoder"] == "joint"
+    assert ProgramVI(data).init_params_["non_kwargs"]["encoder"] == "experts"  # resolved
+    model.train(max_epochs=1, batch_size=50, **TRAIN_KW)
+    model.save(tmp_path / "m", overwrite=True)
+    # as saved before the encoder was a parameter
+    path = tmp_path / "m" / "model.pt"
+    content = torch.load(path, weights_only=False)
+    del content["attr_dict"]["init_params_"]["non_kwargs"]["encoder"]
+    torch.save(content, path)
+    loaded = ProgramVI.load(tmp_path / "m", adata=data)
+    assert loaded.module.encoder_kind == "joint"
+    np.testing.assert_allclose(
+        loaded.get_latent_representation(), model.get_latent_representation(), atol=1e-5
+    )
+    query = _multiome()[:60].copy()
+    query.obs["sample"] = "c"
+    assert ProgramVI.load_query_data(query, tmp_path / "m").module.encoder_kind == "joint"

@@ -279,6 +279,25 @@ def model_file(dir_path: str | os.PathLike, prefix: str | None = None) -> Path:
     return dir_path / f"{prefix or ''}{MODEL_FILE}"
 
 
+#: state-dict key that only a joint encoder has (one first layer over every modality)
+_JOINT_ENCODER_KEY = "z_encoder.encoder.fc_layers.Layer 0.0.weight"
+
+
+def with_saved_encoder(attr_dict: dict, state_dict: Mapping) -> dict:
+    """``attr_dict`` whose init parameters name the encoder that ``state_dict`` was trained with.
+
+    Models saved before the encoder became an init parameter all have the joint encoder, while
+    ProgramVI's default with several modalities is now a product of experts: without this such a
+    model would be rebuilt with the other encoder and its weights would not load.
+    """
+    params = attr_dict.get("init_params_")
+    non_kwargs = params.get("non_kwargs") if isinstance(params, dict) else None
+    if non_kwargs is None or "encoder" in non_kwargs or _JOINT_ENCODER_KEY not in state_dict:
+        return attr_dict
+    params = {**params, "non_kwargs": {**non_kwargs, "encoder": "joint"}}
+    return {**attr_dict, "init_params_": params}
+
+
 class SavedModel:
     """A saved model read safely, standing in for a model object in scvi-tools' query mapping.
 
@@ -294,9 +313,9 @@ class SavedModel:
 
     def __init__(self, content: dict[str, Any], path: str | os.PathLike):
         self.path = str(path)
-        self.attr_dict = content["attr_dict"]
-        self.var_names = content["var_names"]
         self.state_dict = content["model_state_dict"]
+        self.attr_dict = with_saved_encoder(content["attr_dict"], self.state_dict)
+        self.var_names = content["var_names"]
         self.module = _StateHolder(self.state_dict)
 
     @property
@@ -435,7 +454,7 @@ def load_model(
     )
     path = model_file(dir_path, prefix)
     content = read_model_file(path, map_location=torch_device, trusted=trusted)
-    attr_dict = dict(content["attr_dict"])
+    attr_dict = dict(with_saved_encoder(content["attr_dict"], content["model_state_dict"]))
     registry = attr_dict.pop("registry_")
     saved_name = registry.get("model_name")
     if saved_name is not None and saved_name != cls.__name__:

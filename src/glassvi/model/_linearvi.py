@@ -119,6 +119,7 @@ class LinearVI(GlassModelBase):
             f"n_hidden {n_hidden}, n_layers {n_layers}, n_batch {kwargs['n_batch']}"
             + (f", classifier over {kwargs['n_labels']} labels" if kwargs["classifier"] else "")
         )
+        encoder = self.module.encoder_kind  # saved resolved: a later default cannot change it
         self.init_params_ = self._get_init_params(locals())
 
     def _latent_names(self) -> list[str]:

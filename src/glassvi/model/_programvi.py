@@ -249,6 +249,7 @@ class ProgramVI(ProgramEvidenceMixin, DifferentialProgramsMixin, GlassModelBase)
         )
         # saved resolved (n_denovo too), so that loading rebuilds the same units
         n_decoys = self.n_decoys
+        encoder = self.module.encoder_kind  # saved resolved: a later default cannot change it
         self.init_params_ = self._get_init_params(locals())
 
     def _feature_moments(self, likelihoods: dict[str, str]) -> dict[str, tuple]:
