@@ -19,9 +19,9 @@ were chosen on; "heldout": disjoint lists), peak programs through the linked gen
 each program's activity for its cell type(s), averaged over programs (those whose cell types have
 at least 3 cells), for ProgramVI on RNA, RNA+ATAC (defaults) and ATAC (``--quality-models``
 adds RNA+ATAC with either encoder, ``joint`` or ``experts``, and with ATAC weight 0, ATAC
-informing the encoder's input only), and for scanpy's ``score_genes`` on normalised RNA; several seeds (seed = subsample and
-training seed). The check is per run, so the per-seed difference RNA+ATAC - RNA is reported
-too.
+informing the encoder's input only), and for scanpy's ``score_genes`` on normalised RNA;
+several seeds (seed = subsample and training seed). The check is per run, so the per-seed
+difference RNA+ATAC - RNA is reported too.
 
 Sampling: the training likelihood's sample of zero features (10% drawn uniformly, the
 previous default, or 3% drawn by open rate, the default) and the lazy first-layer update's

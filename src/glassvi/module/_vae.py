@@ -64,10 +64,10 @@ MULTIOME_ATAC_WEIGHT = 1.0
 #: joint 0.80 / 0.92 / 0.94). After 400 epochs (held-out lists): experts +0.008 / +0.015 /
 #: +0.005, joint -0.005 / -0.004 / +0.003. With two more training seeds per cell sample (9
 #: paired runs, 40 epochs): held-out +0.016 on average (sd 0.009, 9 of 9 at least RNA alone),
-#: dev +0.003 (sd 0.014, 5 of 9; RNA alone is at 0.90-0.93 there). On the simulator (benchmarks/multiome.py, part
-#: ``simulator``) both encoders are at or above the better single modality with shallow RNA and
-#: level with RNA alone with deep RNA. A GlassVAE (LinearVI) keeps the joint encoder by default:
-#: its factors have no such check
+#: dev +0.003 (sd 0.014, 5 of 9; RNA alone is at 0.90-0.93 there). On the simulator
+#: (benchmarks/multiome.py, part ``simulator``) both encoders are at or above the better single
+#: modality with shallow RNA and level with RNA alone with deep RNA. A GlassVAE (LinearVI) keeps
+#: the joint encoder by default: its factors have no such check
 MULTIOME_ENCODER = "experts"
 #: default share of training cells that a product of experts encodes from one modality alone
 EXPERT_DROPOUT = 0.4
