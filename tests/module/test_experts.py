@@ -108,7 +108,8 @@ def test_bad_encoder_arguments_are_refused():
         )
 
 
-def _anchor_module(anchor_hidden):
+def _program_module(**kwargs):
+    """A small RNA+ATAC ProgramVAE with random masks and the activity anchor."""
     rng = np.random.default_rng(0)
     masks = {
         "rna": torch.from_numpy(rng.random((12, 4)) < 0.4),
@@ -120,8 +121,14 @@ def _anchor_module(anchor_hidden):
         {"rna": "rna", "atac": "atac"},
         {"rna": "nb", "atac": "bernoulli"},
         masks,
-        n_denovo=1,
         activity_anchor=5.0,
+        **kwargs,
+    )
+
+
+def _anchor_module(anchor_hidden):
+    return _program_module(
+        n_denovo=1,
         dropout_rate=0.0,
         anchor_hidden=anchor_hidden,
         encoder="experts",
@@ -238,21 +245,7 @@ def test_anchor_target_reads_the_modalities_asked_for():
     }
     other_atac = dict(x, atac=1.0 - x["atac"])
 
-    def module(**kwargs):
-        torch.manual_seed(0)
-        masks = {
-            "rna": torch.from_numpy(np.random.default_rng(0).random((12, 4)) < 0.4),
-            "atac": torch.from_numpy(np.random.default_rng(1).random((20, 4)) < 0.3),
-        }
-        return ProgramVAE(
-            {"rna": 12, "atac": 20},
-            {"rna": "rna", "atac": "atac"},
-            {"rna": "nb", "atac": "bernoulli"},
-            masks,
-            activity_anchor=5.0,
-            **kwargs,
-        )
-
+    module = _program_module
     default = module()
     assert default.anchor_modalities == ["rna", "atac"]
     assert not torch.allclose(default.anchor_score(x), default.anchor_score(other_atac))
