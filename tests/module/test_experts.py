@@ -294,3 +294,19 @@ def test_models_saved_without_an_encoder_parameter_load_with_the_joint_encoder(t
     query = _multiome()[:60].copy()
     query.obs["sample"] = "c"
     assert ProgramVI.load_query_data(query, tmp_path / "m").module.encoder_kind == "joint"
+
+
+@pytest.mark.parametrize("method", ["integrated_gradients", "deeplift"])
+def test_attributions_flow_through_the_product_of_experts(method):
+    data = _multiome()
+    ProgramVI.setup_mudata(data, batch_key="sample")
+    scvi.settings.seed = 0
+    model = ProgramVI(data)  # experts by default with two modalities
+    model.train(max_epochs=2, batch_size=50, **TRAIN_KW)
+    model.explain(method=method, target="latent")
+    for mod in ("rna", "atac"):
+        key = next(k for k in data[mod].varm if k.endswith(f"{method}_latent"))
+        values = np.asarray(data[mod].varm[key])
+        assert values.shape[0] == data[mod].n_vars
+        assert np.isfinite(values).all()
+        assert np.abs(values).sum() > 0  # both experts pass attribution to their inputs
