@@ -1198,8 +1198,7 @@ class ProgramVAE(GlassVAE):
         if n_new <= 0:
             return
         n_old = self.n_latent
-        experts = getattr(self.z_encoder, "experts", None)
-        for encoder in [self.z_encoder] if experts is None else list(experts.values()):
+        for encoder in self._encoder_parts().values():
             for name in ("mean_encoder", "var_encoder"):
                 old = getattr(encoder, name)
                 new = nn.Linear(old.in_features, n_old + n_new, device=old.weight.device)

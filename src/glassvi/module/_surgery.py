@@ -42,13 +42,7 @@ def train_new_categories_(module, ref_state: Mapping[str, torch.Tensor]) -> None
     encoder (scvi-tools drops one-category covariates); the new column is zeroed so the
     reference's cells keep a zero effect rather than its random initial weights.
     """
-    experts = getattr(module.z_encoder, "experts", None)
-    encoders = (
-        {"z_encoder.": module.z_encoder}
-        if experts is None
-        else {f"z_encoder.experts.{mod}.": enc for mod, enc in experts.items()}
-    )
-    for prefix, encoder in encoders.items():
+    for prefix, encoder in module._encoder_parts().items():
         n_ref_cols = ref_state[prefix + _FIRST_ENCODER_WEIGHT].shape[1]
         first = encoder.encoder.fc_layers[0][0]
         n_input = first.weight.shape[1] - sum(encoder.encoder.n_cat_list)

@@ -523,6 +523,13 @@ class GlassVAE(BaseModuleClass):
             blocks.append(cont_covs)
         return blocks
 
+    def _encoder_parts(self) -> dict[str, SparseInputEncoder]:
+        """The encoders in ``z_encoder`` by state-dict prefix: itself, or each modality's."""
+        experts = getattr(self.z_encoder, "experts", None)
+        if experts is None:
+            return {"z_encoder.": self.z_encoder}
+        return {f"z_encoder.experts.{mod}.": expert for mod, expert in experts.items()}
+
     def _cat_list(self, batch_index, cat_covs) -> list[torch.Tensor]:
         cats = [batch_index] if batch_index is not None else []
         if cat_covs is not None and self.n_cats_per_cov:
